@@ -1,0 +1,53 @@
+# Two commands for users: `make demo` (set up + a small real reproduction), `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+EXTRAS ?= dev,wandb,launchers
+DATA_DIR ?= $(CURDIR)/data
+SCALE ?= cpu
+JOBS ?= 2
+export DATA_DIR
+
+.PHONY: install demo test lint format l2rw-fig2 tables sync bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e '.[$(EXTRAS)]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# The smallest honest slice of L2RW Figure 2: baseline vs L2RW at 0.995 (200:1), two seeds.
+demo: install
+	$(PY) -m l2rw.demo
+
+test: install
+	$(PY) -m pytest
+
+lint: install
+	$(PY) -m ruff check l2rw tests scripts
+	$(PY) -m ruff format --check l2rw tests scripts
+
+format: install
+	$(PY) -m ruff check --fix l2rw tests scripts
+	$(PY) -m ruff format l2rw tests scripts
+
+# L2RW Figure 2 at SCALE (cpu | full), JOBS parallel processes, then its table and figure.
+l2rw-fig2: install
+	$(PY) -m l2rw.train +table=l2rw_fig2 scale=$(SCALE) hydra/launcher=joblib \
+		hydra.launcher.n_jobs=$(JOBS) threads=1 train.progress=false
+	$(PY) -m l2rw.report +table=l2rw_fig2 scale=$(SCALE)
+
+tables: install
+	$(PY) -m l2rw.report --all
+
+# Upload offline W&B runs of every job under outputs/ (needs `wandb login`).
+sync: install
+	find outputs -type d -name 'offline-run-*' -print0 | xargs -0 -r $(VENV)/bin/wandb sync
+
+bench: install
+	$(PY) scripts/bench_meta_step.py
+
+clean:
+	rm -rf outputs multirun .pytest_cache

@@ -1,0 +1,1 @@
+"""Structured-config schemas and cross-field validation."""

@@ -1,0 +1,174 @@
+"""Typed schemas for every config group.
+
+Registered in Hydra's ConfigStore as ``train_schema`` and pulled in first by ``conf/train.yaml``,
+so a misspelled key or a wrongly typed value fails at compose time with its full key path.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class DatasetConf:
+    name: str = MISSING
+    num_classes: int = MISSING
+    input_shape: list[int] = MISSING
+    # Pixel scaling: "unit" -> [0, 1], "symmetric" -> [-1, 1], "standard" -> (x - mean) / std.
+    normalize: str = "unit"
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    # Training-time augmentation done on the device: "none" or "crop_flip".
+    augment: str = "none"
+    crop_padding: int = 4
+    # Clean pool with true labels, carved out of the training images (the meta / validation set).
+    clean_size: int = 0
+    clean_balanced: bool = True
+    # True: carve the clean pool out of the (imbalanced) training budget (L2RW MNIST);
+    # False: carve it from the full training split before imbalance is applied (MW-Net long tail).
+    clean_from_budget: bool = True
+    # Hyper-validation set for monitoring and early stopping.
+    hyper_val_size: int = 0
+    hyper_val_from: str = "train"  # "train" (L2RW: corrupted like training) or "test" (RBC)
+    hyper_val_noisy: bool = True
+    # Limit the training pool (before imbalance / clean split) for cheap runs; null = all.
+    train_subset: int | None = None
+    test_subset: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class NoiseConf:
+    name: str = "none"
+    rate: float = 0.0
+    background_class: int | None = None
+    mapping: str | None = None
+    path: str | None = None
+    key: str | None = None
+
+
+@dataclass
+class ImbalanceConf:
+    name: str = "none"
+    classes: list[int] | None = None
+    total: int | None = None
+    majority_fraction: float | None = None
+    factor: float | None = None
+    n_max: int | None = None
+
+
+@dataclass
+class ModelConf:
+    name: str = MISSING
+    input_shape: list[int] = MISSING
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MethodConf:
+    name: str = MISSING
+    # L2RW engine: "fast" (forward mode, shared forward) or "reference"
+    # (look-ahead model + double backward).
+    engine: str = "fast"
+    # Add weight_decay * theta to the validation gradient (authors' CIFAR code parity).
+    val_weight_decay: bool = False
+    # Random baseline (L2RW Eq. 16): std of the Gaussian before rectification.
+    random_std: float = 1.0
+    # Resample: draw class-balanced mini-batches.
+    balanced_batches: bool = False
+    # Training batch size for this method, when it differs from train.batch_size.
+    batch_size: int | None = None
+
+
+@dataclass
+class SelectorConf:
+    name: str = "none"
+
+
+@dataclass
+class TrainLoopConf:
+    # Schedule unit for `length` and `milestones`: "steps" or "epochs".
+    unit: str = "steps"
+    length: int = 8000
+    batch_size: int = 100
+    val_batch_size: int = 100
+    lr: float = 0.001
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    milestones: list[int] = field(default_factory=list)
+    gamma: float = 0.1
+    eval_every: int = 500
+    eval_batch_size: int = 1000
+    checkpoint_every: int = 1000
+    # Cut any run short (smoke runs, tests), whatever the method's schedule.
+    max_steps: int | None = None
+    progress: bool = True
+
+
+@dataclass
+class WandbConf:
+    mode: str = "offline"
+    project: str = "l2rw"
+    entity: str | None = None
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LoggerConf:
+    wandb: WandbConf = field(default_factory=WandbConf)
+
+
+@dataclass
+class PathsConf:
+    data_dir: str | None = None
+    output_root: str = "outputs"
+
+
+@dataclass
+class ReportConf:
+    """How `l2rw.report` turns a table's records into cells (set by conf/table/*.yaml)."""
+
+    title: str = ""
+    # Config keys (dotted) whose values index the rows and the columns of the table.
+    rows: list[str] = field(default_factory=lambda: ["method.name"])
+    columns: list[str] = field(default_factory=list)
+    # Record metric a cell reports, and whether to show it as an error rate in percent.
+    metric: str = "test_acc"
+    as_error: bool = False
+    # Seeds each cell should have at this scale; fewer is flagged.
+    seeds: int = 1
+    # Figure kind drawn beside the table (a key of l2rw.report.figures.FIGURES), if any.
+    figure: str | None = None
+
+
+@dataclass
+class TrainConf:
+    dataset: DatasetConf = field(default_factory=DatasetConf)
+    noise: NoiseConf = field(default_factory=NoiseConf)
+    imbalance: ImbalanceConf = field(default_factory=ImbalanceConf)
+    model: ModelConf = field(default_factory=ModelConf)
+    method: MethodConf = field(default_factory=MethodConf)
+    selector: SelectorConf = field(default_factory=SelectorConf)
+    logger: LoggerConf = field(default_factory=LoggerConf)
+    paths: PathsConf = field(default_factory=PathsConf)
+    train: TrainLoopConf = field(default_factory=TrainLoopConf)
+    seed: int = 0
+    scale: str = "cpu"
+    # Name of the table / figure this run belongs to (set by conf/table/*.yaml).
+    table_name: str | None = None
+    report: ReportConf = field(default_factory=ReportConf)
+    device: str = "auto"
+    # CPU threads for torch (null: torch's default). Parallel sweeps on a CPU set 1.
+    threads: int | None = None
+    # Per-scale protocol values that table configs interpolate, e.g. ${scales.${scale}.length}.
+    scales: dict[str, Any] = field(default_factory=dict)
+    # Re-run a job even when its directory already holds a completed record.
+    force: bool = False
+
+
+def register_schemas() -> None:
+    ConfigStore.instance().store(name="train_schema", node=TrainConf)

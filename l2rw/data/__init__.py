@@ -1,0 +1,1 @@
+"""Datasets, deterministic splits, label noise and class imbalance."""

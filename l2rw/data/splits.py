@@ -1,0 +1,218 @@
+"""Training / clean / hyper-validation / test splits, imbalance then noise, deterministic in seed.
+
+Order, following the L2RW authors: the hyper-validation set is drawn first (from training or test
+images); the class imbalance picks the training budget; the clean pool (true labels) is carved out
+of that budget (or, with `clean_from_budget: false`, out of the full pool before the imbalance, as
+in MW-Net's long-tail set-up); label noise is applied last, to the remaining training images only.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from l2rw.data.imbalance import apply_imbalance
+from l2rw.data.noise import apply_noise
+from l2rw.data.sources import RawSource, load_source, toy2d_splits
+from l2rw.errors import ConfigError
+from l2rw.seeding import DATA, derive_seed
+
+
+@dataclass
+class Split:
+    """Images (uint8, or float features) with observed and true labels and source positions."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    y_true: torch.Tensor
+    index: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def to(self, device: torch.device) -> "Split":
+        return Split(self.x.to(device), self.y.to(device), self.y_true.to(device), self.index)
+
+
+@dataclass
+class DataBundle:
+    train: Split
+    clean: Split
+    hyper_val: Split
+    test: Split
+    num_classes: int
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    def to(self, device: torch.device) -> "DataBundle":
+        moved = {k: getattr(self, k).to(device) for k in ("train", "clean", "hyper_val", "test")}
+        return DataBundle(**moved, num_classes=self.num_classes, facts=self.facts)
+
+
+def _take(rng: np.random.Generator, pool: np.ndarray, n: int, what: str) -> np.ndarray:
+    if n > len(pool):
+        raise ConfigError(
+            f"The {what} asks for {n} images but only {len(pool)} are available. "
+            f"Lower its size in the dataset config (e.g. dataset.clean_size / "
+            f"dataset.hyper_val_size) or enlarge the pool (dataset.train_subset)."
+        )
+    return np.sort(rng.choice(pool, size=n, replace=False)) if n else pool[:0]
+
+
+def _take_clean(
+    rng: np.random.Generator, pool: np.ndarray, labels: np.ndarray, n: int, k: int, balanced: bool
+) -> np.ndarray:
+    if not balanced:
+        return _take(rng, pool, n, "clean pool")
+    if n % k:
+        raise ConfigError(
+            f"dataset.clean_size={n} cannot be split evenly over {k} classes while "
+            f"dataset.clean_balanced=true. Use a multiple of {k} or set clean_balanced=false."
+        )
+    parts = [
+        _take(rng, pool[labels[pool] == c], n // k, f"clean pool for class {c}") for c in range(k)
+    ]
+    return np.sort(np.concatenate(parts))
+
+
+def _split(src: RawSource, pos: np.ndarray, observed: np.ndarray, true: np.ndarray) -> Split:
+    return Split(
+        x=src.x[torch.as_tensor(pos, dtype=torch.long)],
+        y=torch.as_tensor(observed, dtype=torch.long),
+        y_true=torch.as_tensor(true, dtype=torch.long),
+        index=pos,
+    )
+
+
+def _noise_options(cfg: DictConfig) -> dict[str, Any]:
+    return {k: v for k, v in cfg.noise.items() if k not in ("name", "rate") and v is not None}
+
+
+def _load(cfg: DictConfig) -> tuple[RawSource, RawSource, RawSource | None]:
+    """Training and test sources; toy2d brings its own fixed validation split."""
+    data_dir, name, options = cfg.paths.data_dir, cfg.dataset.name, dict(cfg.dataset.options)
+    if name == "toy2d":
+        parts = toy2d_splits(int(options.get("seed", cfg.seed)))
+        return tuple(RawSource(x, y, 2, ["0", "1"]) for x, y in parts.values())  # train, test, val
+    return (
+        load_source(name, data_dir, train=True, **options),
+        load_source(name, data_dir, train=False, **options),
+        None,
+    )
+
+
+def build_data(cfg: DictConfig) -> DataBundle:
+    """All splits for a run, deterministic in `cfg.seed`."""
+    ds = cfg.dataset
+    rng = np.random.default_rng(derive_seed(cfg.seed, DATA))
+    train_src, test_src, fixed_val = _load(cfg)
+    labels, k = train_src.y, train_src.num_classes
+    if ds.num_classes != k:
+        raise ConfigError(
+            f"dataset.num_classes={ds.num_classes} but the {ds.name} files hold {k} classes."
+        )
+
+    pool = np.arange(len(labels))
+    if ds.train_subset:
+        pool = _take(rng, pool, ds.train_subset, "training subset (dataset.train_subset)")
+    test_pos = np.arange(len(test_src.y))
+    if ds.test_subset:
+        test_pos = _take(rng, test_pos, ds.test_subset, "test subset (dataset.test_subset)")
+
+    hv_src, hv_pos = train_src, pool[:0]
+    if fixed_val is not None:
+        hv_src, hv_pos = fixed_val, np.arange(len(fixed_val.y))
+    elif ds.hyper_val_from == "train":
+        hv_pos = _take(rng, pool, ds.hyper_val_size, "hyper-validation set")
+        pool = np.setdiff1d(pool, hv_pos)
+    else:
+        hv_src = test_src
+        hv_pos = _take(rng, test_pos, ds.hyper_val_size, "hyper-validation set")
+        test_pos = np.setdiff1d(test_pos, hv_pos)
+
+    if not ds.clean_from_budget:
+        clean_pos = _take_clean(rng, pool, labels, ds.clean_size, k, ds.clean_balanced)
+        pool = np.setdiff1d(pool, clean_pos)
+    imb_opts = {key: v for key, v in cfg.imbalance.items() if key != "name" and v is not None}
+    imb = apply_imbalance(cfg.imbalance.name, labels[pool], k, rng, **imb_opts)
+    pool = np.sort(pool[imb.index])
+    remap = _remapper(imb.label_map)
+    mapped = remap(labels)
+    if ds.clean_from_budget:
+        clean_pos = _take_clean(
+            rng, pool, mapped, ds.clean_size, imb.num_classes, ds.clean_balanced
+        )
+        pool = np.setdiff1d(pool, clean_pos)
+    elif imb.label_map is not None:
+        clean_pos = clean_pos[np.isin(labels[clean_pos], list(imb.label_map))]
+
+    noise_rate = float(cfg.noise.rate)
+    train_true = mapped[pool]
+    train_obs = apply_noise(
+        cfg.noise.name,
+        train_true,
+        imb.num_classes,
+        noise_rate,
+        rng,
+        source_index=pool,
+        **_noise_options(cfg),
+    )
+
+    if imb.label_map is not None:
+        keep = list(imb.label_map)
+        hv_pos = hv_pos[np.isin(hv_src.y[hv_pos], keep)]
+        test_pos = test_pos[np.isin(test_src.y[test_pos], keep)]
+    hv_true = remap(hv_src.y[hv_pos])
+    hv_obs = hv_true
+    if ds.hyper_val_noisy and hv_src is train_src and cfg.noise.name != "real":
+        hv_obs = apply_noise(
+            cfg.noise.name, hv_true, imb.num_classes, noise_rate, rng, **_noise_options(cfg)
+        )
+    test_true = remap(test_src.y[test_pos])
+
+    bundle = DataBundle(
+        train=_split(train_src, pool, train_obs, train_true),
+        clean=_split(train_src, clean_pos, mapped[clean_pos], mapped[clean_pos]),
+        hyper_val=_split(hv_src, hv_pos, hv_obs, hv_true),
+        test=_split(test_src, test_pos, test_true, test_true),
+        num_classes=imb.num_classes,
+    )
+    bundle.facts = data_facts(bundle, cfg.noise.name, noise_rate)
+    return bundle
+
+
+def _remapper(label_map: dict[int, int] | None):
+    if label_map is None:
+        return lambda y: np.asarray(y, dtype=np.int64)
+    table = np.full(max(label_map) + 1, -1, dtype=np.int64)
+    for old, new in label_map.items():
+        table[old] = new
+
+    def remap(y: np.ndarray) -> np.ndarray:
+        y = np.asarray(y, dtype=np.int64)
+        inside = y < len(table)
+        out = np.full_like(y, -1)
+        out[inside] = table[y[inside]]
+        return out
+
+    return remap
+
+
+def data_facts(bundle: DataBundle, noise_name: str, noise_rate: float) -> dict[str, Any]:
+    """Sizes, class counts and realized noise: what a record states about its data."""
+    train = bundle.train
+    k = bundle.num_classes
+    flipped = (train.y != train.y_true).double()
+    return {
+        "num_classes": k,
+        "sizes": {s: len(getattr(bundle, s)) for s in ("train", "clean", "hyper_val", "test")},
+        "class_counts": torch.bincount(train.y_true, minlength=k).tolist(),
+        "class_counts_observed": torch.bincount(train.y, minlength=k).tolist(),
+        "clean_class_counts": torch.bincount(bundle.clean.y_true, minlength=k).tolist(),
+        "noise": {
+            "name": noise_name,
+            "rate": noise_rate,
+            "realized_rate": float(flipped.mean()) if len(train) else 0.0,
+        },
+    }

@@ -1,0 +1,45 @@
+"""Turning stored uint8 batches into model inputs on the device: scaling and augmentation."""
+
+import torch
+from omegaconf import DictConfig
+
+
+class Preprocess:
+    """Scale (and, for training batches, augment) a batch already on the model's device."""
+
+    def __init__(self, ds: DictConfig) -> None:
+        self.normalize = ds.normalize
+        self.augment = ds.augment
+        self.padding = int(ds.crop_padding)
+        self.mean = torch.tensor(ds.mean).view(1, -1, 1, 1) if ds.mean else None
+        self.std = torch.tensor(ds.std).view(1, -1, 1, 1) if ds.std else None
+
+    def __call__(
+        self, x: torch.Tensor, train: bool = False, gen: torch.Generator | None = None
+    ) -> torch.Tensor:
+        if self.normalize == "none":
+            return x.float()
+        x = x.float().div(255.0)
+        if train and self.augment == "crop_flip":
+            x = random_crop_flip(x, self.padding, gen)
+        if self.normalize == "symmetric":
+            return (x - 0.5) * 2.0
+        if self.normalize == "standard":
+            return (x - self.mean.to(x.device)) / self.std.to(x.device)
+        return x
+
+
+def random_crop_flip(x: torch.Tensor, padding: int, gen: torch.Generator | None) -> torch.Tensor:
+    """Zero-pad, take a random crop of the original size, flip horizontally with probability 1/2."""
+    n, c, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (padding,) * 4)
+    dev = x.device
+    off_y = torch.randint(0, 2 * padding + 1, (n,), generator=gen, device=dev)
+    off_x = torch.randint(0, 2 * padding + 1, (n,), generator=gen, device=dev)
+    flip = torch.rand(n, generator=gen, device=dev) < 0.5
+    rows = off_y[:, None] + torch.arange(h, device=dev)
+    cols = off_x[:, None] + torch.arange(w, device=dev)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    batch = torch.arange(n, device=dev)[:, None, None, None]
+    chan = torch.arange(c, device=dev)[None, :, None, None]
+    return padded[batch, chan, rows[:, None, :, None], cols[:, None, None, :]]

@@ -1,0 +1,185 @@
+"""Learning to Reweight (Ren et al., ICML 2018), exact and fast.
+
+At epsilon = 0 a vanilla-SGD look-ahead leaves the parameters where they are, so the meta-gradient
+of Eq. 6 is -alpha * <grad L_val(theta), grad l_i(theta)> exactly, and the positive factor cancels
+in the normalisation of Eq. 9. The fast engine computes all n dot products at once as one
+forward-mode JVP of the per-example training losses in the direction grad L_val(theta);
+`l2rw_step` shares that dual forward with the real update. The reference engine builds the
+look-ahead model and takes a second-order backward, exactly as Algorithm 1 is written; tests
+compare the two.
+
+Meta passes run the model in train mode (batch statistics, as the authors did) on copies of its
+buffers, so BatchNorm running statistics are only updated by the real step.
+"""
+
+from collections.abc import Callable
+from contextlib import contextmanager
+
+import torch
+import torch.autograd.forward_ad as fwAD
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def cross_entropy_per_example(logits: Tensor, targets: Tensor) -> Tensor:
+    return F.cross_entropy(logits, targets, reduction="none")
+
+
+def normalize_weights(scores: Tensor) -> Tensor:
+    """Eq. 9: w = max(s, 0) / (sum + delta(sum)); all zeros when no example helps."""
+    rectified = scores.clamp(min=0)
+    total = rectified.sum()
+    return rectified / (total + (total == 0).to(total.dtype))
+
+
+@contextmanager
+def _train_mode(model: nn.Module):
+    was_training = model.training
+    model.train()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _buffer_copies(model: nn.Module) -> dict[str, Tensor]:
+    return {name: b.detach().clone() for name, b in model.named_buffers()}
+
+
+def _trainable(model: nn.Module) -> dict[str, Tensor]:
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+
+def _kernel_decay(params: dict[str, Tensor], weight_decay: float) -> dict[str, Tensor]:
+    """weight_decay * theta on conv / linear kernels only (the authors' `_decay()`), else zero."""
+    return {
+        name: weight_decay * p.detach() if p.ndim > 1 else torch.zeros_like(p)
+        for name, p in params.items()
+    }
+
+
+def validation_gradient(
+    model: nn.Module,
+    x_val: Tensor,
+    y_val: Tensor,
+    loss_fn: LossFn = cross_entropy_per_example,
+    val_weight_decay: float = 0.0,
+) -> dict[str, Tensor]:
+    """grad of the mean validation loss at the current parameters, in train mode, buffers copied."""
+    params = _trainable(model)
+    out = functional_call(model, (params, _buffer_copies(model)), (x_val,))
+    grads = torch.autograd.grad(loss_fn(out, y_val).mean(), list(params.values()))
+    g_val = dict(zip(params, grads, strict=True))
+    if val_weight_decay:
+        decay = _kernel_decay(params, val_weight_decay)
+        g_val = {name: g + decay[name] for name, g in g_val.items()}
+    return g_val
+
+
+def _dual_losses(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    g_val: dict[str, Tensor],
+    loss_fn: LossFn,
+    buffers: dict[str, Tensor] | None,
+) -> tuple[Tensor, Tensor]:
+    """Per-example losses and their derivatives along g_val (call inside a dual level)."""
+    params = _trainable(model)
+    duals = {name: fwAD.make_dual(p, g_val[name]) for name, p in params.items()}
+    tensors = duals if buffers is None else (duals, buffers)
+    unpacked = fwAD.unpack_dual(loss_fn(functional_call(model, tensors, (x,)), y))
+    return unpacked.primal, unpacked.tangent
+
+
+def _fast_scores(model, x, y, x_val, y_val, loss_fn, val_weight_decay) -> Tensor:
+    g_val = validation_gradient(model, x_val, y_val, loss_fn, val_weight_decay)
+    with torch.no_grad(), fwAD.dual_level():
+        _, scores = _dual_losses(model, x, y, g_val, loss_fn, _buffer_copies(model))
+    return scores
+
+
+def _reference_scores(model, x, y, x_val, y_val, loss_fn, val_weight_decay) -> Tensor:
+    """-d L_val(theta_hat(eps)) / d eps at eps = 0 through an explicit SGD look-ahead (Alg. 1)."""
+    params = _trainable(model)
+    eps = torch.zeros(x.shape[0], device=x.device, dtype=x.dtype, requires_grad=True)
+    out = functional_call(model, (params, _buffer_copies(model)), (x,))
+    weighted = (eps * loss_fn(out, y)).sum()
+    grads = torch.autograd.grad(weighted, list(params.values()), create_graph=True)
+    lookahead = {name: p - g for (name, p), g in zip(params.items(), grads, strict=True)}
+    out_val = functional_call(model, (lookahead, _buffer_copies(model)), (x_val,))
+    val_loss = loss_fn(out_val, y_val).mean()
+    if val_weight_decay:
+        kernels = [p for p in lookahead.values() if p.ndim > 1]
+        val_loss = val_loss + 0.5 * val_weight_decay * sum((p * p).sum() for p in kernels)
+    (grad_eps,) = torch.autograd.grad(val_loss, eps)
+    return -grad_eps
+
+
+ENGINES = {"fast": _fast_scores, "reference": _reference_scores}
+
+
+def l2rw_weights(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    x_val: Tensor,
+    y_val: Tensor,
+    loss_fn: LossFn = cross_entropy_per_example,
+    *,
+    engine: str = "fast",
+    val_weight_decay: float = 0.0,
+) -> Tensor:
+    """Per-example L2RW weights (Eq. 7-9) for the model's current parameters.
+
+    `loss_fn(outputs, targets)` must return one loss per example. The model is left untouched:
+    parameters, `.grad`, BatchNorm running statistics and its train/eval mode.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {sorted(ENGINES)}, got {engine!r}")
+    with _train_mode(model):
+        scores = ENGINES[engine](model, x, y, x_val, y_val, loss_fn, val_weight_decay)
+    return normalize_weights(scores.detach())
+
+
+def _has_active_dropout(model: nn.Module) -> bool:
+    dropouts = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
+    return any(isinstance(m, dropouts) and m.p > 0 for m in model.modules())
+
+
+def l2rw_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: Tensor,
+    y: Tensor,
+    x_val: Tensor,
+    y_val: Tensor,
+    loss_fn: LossFn = cross_entropy_per_example,
+    *,
+    engine: str = "fast",
+    val_weight_decay: float = 0.0,
+) -> tuple[Tensor, Tensor]:
+    """One L2RW training step: weights, weighted loss sum_i w_i l_i, optimizer step.
+
+    Returns (weights, per-example losses). With the fast engine and no active dropout, the dual
+    forward that yields the weights is also the forward of the real update. With dropout, the meta
+    pass draws its own masks (as the authors' code does), so the real update runs its own forward.
+    """
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    if engine == "fast" and not _has_active_dropout(model):
+        g_val = validation_gradient(model, x_val, y_val, loss_fn, val_weight_decay)
+        with fwAD.dual_level():
+            losses, scores = _dual_losses(model, x, y, g_val, loss_fn, buffers=None)
+        weights = normalize_weights(scores.detach())
+    else:
+        weights = l2rw_weights(
+            model, x, y, x_val, y_val, loss_fn, engine=engine, val_weight_decay=val_weight_decay
+        )
+        losses = loss_fn(model(x), y)
+    (weights * losses).sum().backward()
+    optimizer.step()
+    return weights, losses.detach()

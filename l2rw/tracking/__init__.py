@@ -1,0 +1,1 @@
+"""Run records (result.json, metrics.jsonl) and the optional W&B sink."""

@@ -1,0 +1,73 @@
+"""Where a run's time series go: always metrics.jsonl in the run folder, optionally W&B."""
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+
+class JsonlSink:
+    """Appends one JSON object per logged step; truncated on resume to the checkpoint's step."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / "metrics.jsonl"
+
+    def truncate_after(self, step: int) -> None:
+        if not self.path.exists():
+            return
+        kept = [
+            line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= step
+        ]
+        self.path.write_text("".join(f"{line}\n" for line in kept))
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        with self.path.open("a") as fh:
+            fh.write(json.dumps({"step": step, **metrics}) + "\n")
+
+
+class Tracker:
+    """Fans a run's logs out to the local file and, when a W&B run is open, to W&B."""
+
+    def __init__(self, run_dir: Path, wandb_run: Any = None) -> None:
+        self.local = JsonlSink(run_dir)
+        self.wandb_run = wandb_run
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        self.local.log(metrics, step)
+        if self.wandb_run is not None:
+            self.wandb_run.log(metrics, step=step)
+
+    def summary(self, values: dict[str, Any]) -> None:
+        if self.wandb_run is not None:
+            self.wandb_run.summary.update(values)
+
+
+def open_wandb(cfg: DictConfig, config: dict[str, Any], run_dir: Path, group: str, tags: list[str]):
+    """A W&B run as a context manager, or None when W&B is disabled or not installed.
+
+    `reinit="finish_previous"` plus the `with` block in the caller guarantee one run per job,
+    finished inside the job, even in multiruns that reuse a process and when the job fails.
+    """
+    wb = cfg.logger.wandb
+    if wb.mode == "disabled":
+        return None
+    try:
+        import wandb
+    except ImportError:
+        log.warning("wandb is not installed, so the W&B sink is off (pip install 'l2rw[wandb]').")
+        return None
+    return wandb.init(
+        project=wb.project,
+        entity=wb.entity,
+        group=wb.group or group,
+        tags=[*tags, *wb.tags],
+        config=config,
+        dir=str(run_dir),
+        mode=wb.mode,
+        job_type="train",
+        reinit="finish_previous",
+    )

@@ -1,0 +1,187 @@
+"""The one entrypoint: compose -> validate -> seed -> build -> dispatch -> record.
+
+python -m l2rw.train dataset=mnist noise=uniform_flip noise.rate=0.4 method=l2rw
+python -m l2rw.train +table=l2rw_fig2            # a whole table (multirun)
+"""
+
+import logging
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
+
+from l2rw.config.schema import register_schemas
+from l2rw.config.validate import validate
+from l2rw.errors import ConfigError, UserError
+from l2rw.seeding import seed_everything
+from l2rw.tracking.record import (
+    RECORD_NAME,
+    SCHEMA_VERSION,
+    device_description,
+    environment,
+    git_commit,
+    read_record,
+    write_json_atomic,
+)
+from l2rw.tracking.sinks import Tracker, open_wandb
+
+log = logging.getLogger("l2rw")
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+# Overrides that do not change what a job computes: left out of a cell's identity.
+NON_CELL_KEYS = ("seed", "force", "paths.", "logger.", "train.progress", "hydra.", "table")
+
+register_schemas()
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolved(cfg: DictConfig) -> dict[str, Any]:
+    try:
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except MissingMandatoryValue as err:
+        raise ConfigError(
+            f"The setting {err.full_key} has no value but this run needs one: pass "
+            f"{err.full_key}=... on the command line."
+        ) from None
+
+
+def cell_of(overrides: list[str]) -> list[str]:
+    """The overrides that define a table cell: everything but the seed and bookkeeping."""
+    return sorted(o for o in overrides if not o.lstrip("+~").startswith(NON_CELL_KEYS))
+
+
+def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Run one job into `run_dir` and return its record (also written to run_dir/result.json)."""
+    run_dir = Path(run_dir)
+    overrides = list(overrides or [])
+    previous = read_record(run_dir)
+    if previous and previous.get("status") == "completed" and not cfg.force:
+        log.info(
+            "Skipping %s: it already holds a completed record (pass force=true to re-run).", run_dir
+        )
+        return previous
+    started = time.time()
+    record: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "status": "failed",
+        "error": None,
+        "metrics": {},
+        "config": OmegaConf.to_container(cfg, resolve=False),
+        "overrides": overrides,
+        "cell": cell_of(overrides),
+        "table": cfg.table_name,
+        "scale": cfg.scale,
+        "seed": cfg.seed,
+        "method": cfg.method.name,
+        "data": {},
+        "git_commit": git_commit(),
+        "device": None,
+        "wall_time_s": None,
+        "wandb_run_id": None,
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "environment": environment(),
+        "output_dir": str(run_dir),
+    }
+    try:
+        record["config"] = resolved(cfg)
+        validate(cfg)
+        _execute(cfg, run_dir, record)
+    except UserError as err:
+        record["error"] = str(err)
+        log.error("%s", err)
+    except Exception as err:
+        record["error"] = f"{type(err).__name__}: {err}"
+        raise
+    finally:
+        record["wall_time_s"] = round(time.time() - started, 3)
+        record["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        write_json_atomic(run_dir / RECORD_NAME, record)
+    return record
+
+
+def _execute(cfg: DictConfig, run_dir: Path, record: dict[str, Any]) -> None:
+    from l2rw.data.splits import build_data
+    from l2rw.methods import METHODS
+    from l2rw.methods.context import RunContext
+    from l2rw.models import build_model
+
+    seed_everything(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    record["device"] = device_description(device)
+    data = build_data(cfg)
+    record["data"] = data.facts
+    log.info(
+        "Data: %s; realized noise rate %.4f.",
+        data.facts["sizes"],
+        data.facts["noise"]["realized_rate"],
+    )
+    model = build_model(cfg.model.name, data.num_classes, **cfg.model.options).to(device)
+    pipeline = METHODS.get(cfg.method.name)
+    group = "/".join([cfg.table_name or "adhoc", *record["cell"]]) or "adhoc"
+    tags = [
+        f"{k}:{v}"
+        for k, v in (
+            ("table", cfg.table_name),
+            ("dataset", cfg.dataset.name),
+            ("noise", cfg.noise.name),
+            ("method", cfg.method.name),
+            ("scale", cfg.scale),
+        )
+        if v
+    ]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    wandb_run = open_wandb(cfg, record["config"], run_dir, group[:128], tags)
+    with wandb_run if wandb_run is not None else _null():
+        record["wandb_run_id"] = getattr(wandb_run, "id", None)
+        ctx = RunContext(cfg, data.to(device), model, device, run_dir, Tracker(run_dir, wandb_run))
+        out = pipeline(ctx)
+        record["status"] = out.pop("status")
+        record["metrics"] = out.pop("metrics")
+        record.update(out)
+        ctx.tracker.summary(
+            {f"final/{k}": v for k, v in record["metrics"].items() if k != "confusion"}
+        )
+        if wandb_run is not None and record["status"] != "completed":
+            wandb_run.finish(exit_code=1)
+    log.info(
+        "Status %s: test accuracy %.4f (early-stopped %s). Record: %s",
+        record["status"],
+        record["metrics"]["test_acc"],
+        record["metrics"]["test_acc_es"],
+        run_dir / RECORD_NAME,
+    )
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    hc = HydraConfig.get()
+    record = run(cfg, Path(hc.runtime.output_dir), list(hc.overrides.task))
+    if record["status"] != "completed" and hc.mode == RunMode.RUN:
+        sys.exit(1)
+    return record["metrics"].get("test_acc")
+
+
+if __name__ == "__main__":
+    main()

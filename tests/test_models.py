@@ -1,0 +1,130 @@
+"""Model contract: shapes, features/classifier split, sizes, forward-mode AD, registry errors."""
+
+import pytest
+import torch
+from torch import nn
+from torch.autograd import forward_ad
+from torch.func import functional_call, jvp
+
+from l2rw.errors import ConfigError
+from l2rw.models import MODELS, build_model
+
+INPUT_SHAPES = {
+    "lenet": (1, 28, 28),
+    "mlp": (2,),
+    "resnet32": (3, 32, 32),
+    "resnet34": (3, 32, 32),
+    "wrn28_10": (3, 32, 32),
+}
+SMALL = [name for name in MODELS.names() if name != "wrn28_10"]
+# The globally pooled CNNs accept smaller images; 8x8 keeps the float64 AD check fast.
+AD_SHAPES = {"resnet32": (3, 8, 8), "resnet34": (3, 8, 8)}
+
+
+@pytest.fixture(scope="module")
+def wrn() -> nn.Module:
+    torch.manual_seed(0)
+    return build_model("wrn28_10", 10)
+
+
+def _build(name: str, num_classes: int, wrn: nn.Module) -> nn.Module:
+    if name == "wrn28_10" and num_classes == 10:
+        return wrn
+    torch.manual_seed(0)
+    return build_model(name, num_classes)
+
+
+def test_registry_lists_every_model() -> None:
+    assert MODELS.names() == sorted(INPUT_SHAPES)
+
+
+@pytest.mark.parametrize("name", sorted(INPUT_SHAPES))
+@pytest.mark.parametrize("num_classes", [10, 2])
+def test_output_features_and_classifier(name: str, num_classes: int, wrn: nn.Module) -> None:
+    if name == "wrn28_10" and num_classes == 2:
+        pytest.skip("WRN-28-10 is built once, with 10 classes, to keep the suite fast")
+    model = _build(name, num_classes, wrn).eval()
+    assert tuple(model.input_shape) == INPUT_SHAPES[name]
+    x = torch.randn(3, *model.input_shape)
+    with torch.no_grad():
+        logits, feats = model(x), model.features(x)
+        assert isinstance(model.classifier, nn.Linear)
+        assert logits.shape == (3, num_classes)
+        assert feats.shape == (3, model.classifier.in_features)
+        torch.testing.assert_close(model.classifier(feats), logits)
+
+
+def test_parameter_counts(wrn: nn.Module) -> None:
+    def count(model: nn.Module) -> int:
+        return sum(p.numel() for p in model.parameters())
+
+    assert 0.45e6 < count(build_model("resnet32", 10)) < 0.47e6
+    assert 35.5e6 < count(wrn) < 36.5e6
+    assert 21.0e6 < count(build_model("resnet34", 10)) < 21.5e6
+    assert count(build_model("resnet32", 10, bn_scale=False)) < count(build_model("resnet32", 10))
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_construction_is_deterministic(name: str) -> None:
+    states = []
+    for _ in range(2):
+        torch.manual_seed(123)
+        states.append(build_model(name, 10).state_dict())
+    for key, value in states[0].items():
+        torch.testing.assert_close(states[1][key], value, rtol=0, atol=0)
+
+
+def test_lenet_tf_init() -> None:
+    torch.manual_seed(0)
+    model = build_model("lenet", 2)
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d | nn.Linear):
+            assert module.weight.abs().max() <= 0.2
+            assert 0.07 < module.weight.std() < 0.1
+            assert not module.bias.any()
+    with pytest.raises(ConfigError, match="'tf' or 'torch'"):
+        build_model("lenet", 2, init="keras")
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_forward_mode_ad_matches_reverse_mode(name: str) -> None:
+    """jvp (torch.func and dual tensors) of the train-mode output w.r.t. all parameters, checked
+    against reverse mode through u·(J v) = <J^T u, v>; BatchNorm uses batch statistics."""
+    torch.manual_seed(0)
+    model = build_model(name, 3).double().train()
+    x = torch.randn(4, *AD_SHAPES.get(name, model.input_shape), dtype=torch.float64)
+    params = {k: p.detach() for k, p in model.named_parameters()}
+    tangents = {k: torch.randn_like(p) for k, p in params.items()}
+    buffers = {k: b.clone() for k, b in model.named_buffers()}
+
+    def f(p: dict[str, torch.Tensor]) -> torch.Tensor:
+        return functional_call(model, (p, {k: b.clone() for k, b in buffers.items()}), (x,))
+
+    out, out_dot = jvp(f, (params,), (tangents,))
+
+    with forward_ad.dual_level():
+        duals = {k: forward_ad.make_dual(p, tangents[k]) for k, p in params.items()}
+        dual_out_dot = forward_ad.unpack_dual(f(duals)).tangent
+
+    u = torch.randn_like(out)
+    leaves = {k: p.clone().requires_grad_() for k, p in params.items()}
+    grads = torch.autograd.grad((f(leaves) * u).sum(), list(leaves.values()))
+    expected = sum((g * tangents[k]).sum() for g, k in zip(grads, leaves, strict=True))
+    torch.testing.assert_close((out_dot * u).sum(), expected)
+    torch.testing.assert_close(dual_out_dot, out_dot)
+    for k, b in model.named_buffers():
+        torch.testing.assert_close(b, buffers[k], rtol=0, atol=0)
+
+
+def test_unknown_model_and_option_raise_config_error() -> None:
+    with pytest.raises(ConfigError, match="Known models: lenet, mlp, resnet32"):
+        build_model("resnet1000", 10)
+    with pytest.raises(ConfigError, match="bn_momentum"):
+        build_model("resnet32", 10, bn_mometum=0.001)
+
+
+def test_options_reach_the_model() -> None:
+    model = build_model("resnet32", 10, bn_momentum=0.001, bn_eps=1e-3, bn_scale=False)
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert all(m.momentum == 0.001 and m.eps == 1e-3 and m.weight is None for m in norms)
+    assert build_model("mlp", 2, hidden=8, in_features=5).input_shape == (5,)
