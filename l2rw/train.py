@@ -36,7 +36,9 @@ from l2rw.tracking.sinks import Tracker, open_wandb
 log = logging.getLogger("l2rw")
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 # Overrides that do not change what a job computes: left out of a cell's identity.
-NON_CELL_KEYS = ("seed", "force", "paths.", "logger.", "train.progress", "hydra.", "table")
+NON_CELL_KEYS = (
+    "seed", "scale", "threads", "force", "paths.", "logger.", "train.progress", "hydra.", "table"
+)
 
 register_schemas()
 

@@ -1,0 +1,224 @@
+"""Runs -> table cells (mean, 95% CI, n), with every run that is not averaged accounted for.
+
+Honest aggregation: one run per cell and seed (the newest completed; duplicates listed), failed
+and diverged runs listed with their error, runs of another scale or table excluded and listed,
+cells short of seeds (or with none) flagged with the missing seeds.
+"""
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from l2rw.report.spec import TableSpec, value_order
+
+# Problem kinds, in the order the report lists them.
+KINDS = (
+    "missing_cell",
+    "missing_seeds",
+    "failed",
+    "diverged",
+    "running",
+    "superseded",
+    "duplicate",
+    "no_metric",
+    "no_key",
+    "other_scale",
+    "other_table",
+    "unreadable",
+    "not_in_sweep",
+    "variant",
+    "figure",
+)
+MAX_LISTED = 12
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: str
+    text: str
+
+
+@dataclass
+class Aggregate:
+    # One row per cell in table order: key columns, row / column labels, mean, sd, ci95, n,
+    # seeds, missing_seeds, flags (list of problem kinds that concern the cell).
+    cells: pd.DataFrame
+    # The runs averaged: one completed run per cell and seed.
+    counted: pd.DataFrame
+    # Every run of this table at this scale, averaged or not (for provenance).
+    read: pd.DataFrame
+    problems: list[Problem]
+
+
+def ci95(values: np.ndarray) -> float:
+    """Half-width of the Student-t 95% interval of the mean; NaN below two values."""
+    n = len(values)
+    if n < 2:
+        return math.nan
+    sd = float(np.std(values, ddof=1))
+    return float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n))
+
+
+def aggregate(frame: pd.DataFrame, spec: TableSpec) -> Aggregate:
+    keys = list(spec.short.values())
+    problems: list[Problem] = []
+    frame = frame.assign(_time=frame["finished_at"].fillna(frame["started_at"]))
+    read = _exclude_foreign(frame, spec, keys, problems)
+    counted, failed, duplicated = _one_per_seed(read, keys, problems)
+    flagged = {"failed_runs": failed, "duplicates": duplicated}
+    cells = _cells(read, counted, spec, flagged, problems)
+    variants = read["variant"].value_counts()
+    if len(variants) > 1:
+        listed = "; ".join(f"'{v or '(none)'}': {n} runs" for v, n in variants.items())
+        problems.append(
+            Problem(
+                "variant",
+                "Runs of this table were made with different settings beyond the table's rows "
+                f"and columns, and share cells: {listed}.",
+            )
+        )
+    problems.sort(key=lambda p: KINDS.index(p.kind))
+    return Aggregate(cells, counted.drop(columns="_time"), read.drop(columns="_time"), problems)
+
+
+def _describe(spec: TableSpec, cell: tuple[Any, ...]) -> str:
+    return ", ".join(
+        f"{name}={value}" for name, value in zip(spec.short.values(), cell, strict=True)
+    )
+
+
+def _exclude_foreign(
+    frame: pd.DataFrame, spec: TableSpec, keys: list[str], problems: list[Problem]
+) -> pd.DataFrame:
+    """Drop (and list) runs that cannot join this table: unreadable, another table or scale,
+    without the table's keys or seed, or completed without the metric."""
+    bad = frame["status"] == "unreadable"
+    for r in frame[bad].itertuples():
+        problems.append(Problem("unreadable", f"`{r.run}`: {r.error}"))
+    frame = frame[~bad]
+    other = frame["table"].notna() & (frame["table"] != spec.name)
+    for r in frame[other].itertuples():
+        problems.append(Problem("other_table", f"`{r.run}` is a run of table '{r.table}'."))
+    frame = frame[~other]
+    for scale, group in frame[frame["scale"] != spec.scale].groupby("scale", dropna=False):
+        problems.append(
+            Problem(
+                "other_scale",
+                f"{len(group)} run(s) at scale '{scale}' are excluded (this report is scale "
+                f"'{spec.scale}'; pass scale={scale} to report them): {_listing(group['run'])}.",
+            )
+        )
+    frame = frame[frame["scale"] == spec.scale]
+    unkeyed = frame[[*keys, "seed"]].isna().any(axis=1)
+    for r in frame[unkeyed].itertuples():
+        missing = [k for k in [*keys, "seed"] if pd.isna(getattr(r, k))]
+        problems.append(Problem("no_key", f"`{r.run}` has no {', '.join(missing)}: excluded."))
+    frame = frame[~unkeyed]
+    no_metric = (frame["status"] == "completed") & frame["value"].isna()
+    for r in frame[no_metric].itertuples():
+        problems.append(
+            Problem("no_metric", f"`{r.run}` completed without metric '{spec.metric}': excluded.")
+        )
+    frame = frame[~no_metric]
+    return frame.assign(seed=frame["seed"].astype(int))
+
+
+def _one_per_seed(
+    read: pd.DataFrame, keys: list[str], problems: list[Problem]
+) -> tuple[pd.DataFrame, set[tuple[Any, ...]], set[tuple[Any, ...]]]:
+    """The newest completed run of each cell and seed; the others are listed. Also returns the
+    cells with unreplaced failed runs and the cells with duplicated runs."""
+    kept, failed, duplicated = [], set(), set()
+    for (*cell, seed), group in read.groupby([*keys, "seed"], sort=False):
+        where = ", ".join(f"{k}={v}" for k, v in zip(keys, cell, strict=True)) + f", seed {seed}"
+        done = group[group["status"] == "completed"].sort_values("_time", na_position="first")
+        if len(done):
+            kept.append(done.index[-1])
+        if len(done) > 1:
+            duplicated.add(tuple(cell))
+            problems.append(
+                Problem(
+                    "duplicate",
+                    f"{where}: {len(done)} completed runs; counted the newest, "
+                    f"`{done['run'].iloc[-1]}`; not counted: {_listing(done['run'].iloc[:-1])}.",
+                )
+            )
+        for r in group[group["status"] != "completed"].itertuples():
+            if len(done):
+                text = f"{where}: {r.status} run `{r.run}` ({r.error}); a completed run of this "
+                problems.append(Problem("superseded", text + "cell and seed is counted instead."))
+            else:
+                failed.add(tuple(cell))
+                kind = r.status if r.status in ("diverged", "running") else "failed"
+                text = f"{where}: {r.status} run `{r.run}`, not averaged. Error: {r.error}"
+                problems.append(Problem(kind, text))
+    return read.loc[kept], failed, duplicated
+
+
+def _cells(
+    read: pd.DataFrame,
+    counted: pd.DataFrame,
+    spec: TableSpec,
+    flagged: dict[str, set[tuple[Any, ...]]],
+    problems: list[Problem],
+) -> pd.DataFrame:
+    keys = list(spec.short.values())
+    observed = list(dict.fromkeys(read[keys].itertuples(index=False, name=None)))
+    expected = spec.expected_cells()
+    order = expected if expected is not None else sorted(observed, key=value_order)
+    extras = [c for c in observed if c not in order]
+    runs = dict(iter(counted.groupby(keys, sort=False))) if len(counted) else {}
+    rows = []
+    for cell in [*order, *extras]:
+        group = runs.get(cell)
+        values = group["value"].to_numpy(float) if group is not None else np.array([])
+        seeds = sorted(int(s) for s in group["seed"]) if group is not None else []
+        missing = [s for s in spec.expected_seeds if s not in seeds]
+        where = _describe(spec, cell)
+        flags = [flag for flag, cells in flagged.items() if cell in cells]
+        if not seeds:
+            flags.insert(0, "missing_cell")
+            problems.append(Problem("missing_cell", f"{where}: no completed run."))
+        elif len(seeds) < spec.seeds:
+            flags.insert(0, "missing_seeds")
+            problems.append(
+                Problem(
+                    "missing_seeds",
+                    f"{where}: {len(seeds)} of {spec.seeds} seeds; missing seeds "
+                    f"{', '.join(map(str, missing))}.",
+                )
+            )
+        if cell in extras:
+            flags.append("not_in_sweep")
+            problems.append(
+                Problem("not_in_sweep", f"{where}: not in the table's sweep, shown anyway.")
+            )
+        rows.append(
+            {
+                **dict(zip(keys, cell, strict=True)),
+                "row": _label(cell[: len(spec.rows)]),
+                "column": _label(cell[len(spec.rows) :]),
+                "mean": float(values.mean()) if len(values) else math.nan,
+                "sd": float(np.std(values, ddof=1)) if len(values) > 1 else math.nan,
+                "ci95": ci95(values),
+                "n": len(values),
+                "seeds": seeds,
+                "missing_seeds": missing if len(seeds) < spec.seeds else [],
+                "flags": flags,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _label(values: tuple[Any, ...]) -> str:
+    return " / ".join(str(v) for v in values)
+
+
+def _listing(runs: pd.Series) -> str:
+    names = [f"`{r}`" for r in runs]
+    more = f" and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else ""
+    return ", ".join(names[:MAX_LISTED]) + more

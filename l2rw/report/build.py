@@ -1,0 +1,118 @@
+"""One table end to end: spec -> records -> frame -> aggregate -> md, csv, tex (+ png)."""
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from l2rw.report.aggregate import Aggregate, Problem, aggregate
+from l2rw.report.figures import FIGURES, FigureData, FigureError, Run
+from l2rw.report.files import write_all
+from l2rw.report.frame import records_frame
+from l2rw.report.paper import PAPER_TABLES
+from l2rw.report.provenance import Provenance, provenance, scrub
+from l2rw.report.records import Record, load_local
+from l2rw.report.render import Report, to_csv, to_latex, to_markdown
+from l2rw.report.spec import ReportError, TableSpec, load_spec
+
+SOURCES = ("local", "wandb")
+
+
+class NoRecords(ReportError):
+    """The table has no records at the asked scale."""
+
+
+@dataclass(frozen=True)
+class Options:
+    source: str = "local"
+    # Where the runs' records are; None: the composed paths.output_root.
+    output_root: str | None = None
+    results_dir: str = "results"
+
+
+@dataclass(frozen=True)
+class Built:
+    paths: list[Path]
+    report: Report
+
+
+def build_table(table: str, overrides: list[str], options: Options) -> Built:
+    """Write results/<table>.{md,csv,tex}[,.png] from the table's records; raise ReportError
+    (nothing written) when the table is unknown or has no records at this scale."""
+    if options.source not in SOURCES:
+        raise ReportError(f"source={options.source} is not one of {', '.join(SOURCES)}.")
+    spec = load_spec(table, overrides, options.output_root)
+    if spec.figure:
+        FIGURES.get(spec.figure)  # an unknown figure kind fails before any work
+    records = _load(spec, options.source)
+    frame = records_frame(records, spec)
+    if not (frame["scale"] == spec.scale).any():
+        raise NoRecords(_no_records(spec, options, frame))
+    agg = aggregate(frame, spec)
+    data_dirs = sorted({d for d in map(_data_dir, records) if isinstance(d, str)})
+    prov = provenance(spec, agg.read, agg.counted, options.source, data_dirs)
+    files: dict[str, bytes] = {}
+    figure = None
+    if spec.figure:
+        try:
+            files[f"{spec.name}.png"] = _figure_png(spec, agg, records, prov)
+            figure = f"{spec.name}.png"
+        except FigureError as err:
+            agg.problems.append(Problem("figure", f"{spec.figure} not drawn: {err}"))
+    report = Report(spec, agg, prov, PAPER_TABLES.get(spec.name), figure)
+    for suffix, text in (("md", to_markdown), ("csv", to_csv), ("tex", to_latex)):
+        files[f"{spec.name}.{suffix}"] = scrub(text(report), prov.replacements).encode()
+    return Built(write_all(Path(options.results_dir), files), report)
+
+
+def _load(spec: TableSpec, source: str) -> list[Record]:
+    if source == "wandb":
+        from l2rw.report.wandb_source import load_wandb
+
+        return load_wandb(spec.name, spec.wandb_project, spec.wandb_entity)
+    return load_local(Path(spec.output_root), spec.name)
+
+
+def _data_dir(record: Record) -> object:
+    return ((record.data.get("config") or {}).get("paths") or {}).get("data_dir")
+
+
+def _no_records(spec: TableSpec, options: Options, frame: pd.DataFrame) -> str:
+    where = (
+        f"W&B project {spec.wandb_project} (runs tagged table:{spec.name})"
+        if options.source == "wandb"
+        else f"{Path(spec.output_root) / spec.name} (output_root={spec.output_root})"
+    )
+    text = f"No records of table '{spec.name}' at scale '{spec.scale}' in {where}."
+    others = frame["scale"].dropna().value_counts()
+    if len(others):
+        listed = ", ".join(f"{n} at scale {s}" for s, n in others.items())
+        text += f" There are records at other scales ({listed}): pass scale=... to report them."
+    return (
+        f"{text} Run the table first (python -m l2rw.train +table={spec.name} "
+        f"scale={spec.scale}), or point output_root=... at the folder that holds its records."
+    )
+
+
+def _figure_png(spec: TableSpec, agg: Aggregate, records: list[Record], prov: Provenance) -> bytes:
+    by_run = {r.run: r for r in records}
+    keys = list(spec.short.values())
+    cells = agg.cells[[*keys, "row", "column"]].itertuples(index=False, name=None)
+    labels = {cell[:-2]: cell[-2:] for cell in cells}
+    runs = []
+    for r in agg.counted[[*keys, "run", "seed"]].itertuples(index=False, name=None):
+        row, column = labels[r[:-2]]
+        runs.append(Run(by_run[r[-2]], row, column, int(r[-1])))
+    fig = FIGURES.get(spec.figure)(FigureData(spec, agg.cells, runs))
+    footer = scrub(prov.short(), prov.replacements)
+    fig.text(0.0, -0.01, footer, fontsize=6, color="grey", va="top")
+    buffer = io.BytesIO()
+    fig.savefig(
+        buffer,
+        format="png",
+        dpi=130,
+        bbox_inches="tight",
+        metadata={"Title": spec.title, "Description": footer, "Software": "l2rw.report"},
+    )
+    return buffer.getvalue()

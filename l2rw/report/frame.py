@@ -1,0 +1,108 @@
+"""Records -> one DataFrame row per run: the table's keys, seed, status, and the reported value.
+
+Both sources (local files, W&B) go through here, so they give the same frame for the same runs.
+"""
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from l2rw.report.records import Record
+from l2rw.report.spec import TableSpec, hashable
+
+# Overrides that do not change what a run computes: ignored when comparing runs' settings.
+BOOKKEEPING = ("seed", "scale", "threads", "device", "force", "train.progress", "table")
+BOOKKEEPING_GROUPS = ("paths.", "logger.", "hydra.")
+
+RUN_COLUMNS = [
+    "run",
+    "table",
+    "scale",
+    "seed",
+    "status",
+    "error",
+    "metric",
+    "value",
+    "variant",
+    "git_commit",
+    "device",
+    "wall_time_s",
+    "started_at",
+    "finished_at",
+]
+
+
+def records_frame(records: list[Record], spec: TableSpec) -> pd.DataFrame:
+    """One row per record; key columns use the short names of the table's rows and columns."""
+    rows = [_row(record, spec) for record in records]
+    frame = pd.DataFrame(rows, columns=[*spec.short.values(), *RUN_COLUMNS])
+    for column in ("started_at", "finished_at"):
+        frame[column] = pd.to_datetime(frame[column], utc=True, errors="coerce", format="ISO8601")
+    return frame
+
+
+def reported_value(metric: Any, spec: TableSpec) -> float:
+    """What a cell shows: the test error in percent with `as_error`, accuracies in percent,
+    any other metric as recorded."""
+    if not isinstance(metric, int | float) or isinstance(metric, bool):
+        return math.nan
+    if spec.as_error:
+        return 100.0 * (1.0 - metric)
+    return 100.0 * metric if is_accuracy(spec.metric) else float(metric)
+
+
+def is_accuracy(metric: str) -> bool:
+    """Record accuracies are fractions in [0, 1]: test_acc, test_acc_es, best_val_acc, ..."""
+    return metric.endswith("_acc") or "_acc_" in metric
+
+
+def value_label(spec: TableSpec) -> str:
+    if spec.as_error:
+        return f"test error (%) = 100·(1 − {spec.metric})"
+    return f"{spec.metric} (%)" if is_accuracy(spec.metric) else spec.metric
+
+
+def _row(record: Record, spec: TableSpec) -> dict[str, Any]:
+    data, config = record.data, record.data.get("config") or {}
+    metric = (data.get("metrics") or {}).get(spec.metric)
+    row = {short: hashable(_select(config, key)) for key, short in spec.short.items()}
+    row.update(
+        run=record.run,
+        table=data.get("table"),
+        scale=data.get("scale"),
+        seed=data.get("seed"),
+        status=data.get("status"),
+        error=data.get("error"),
+        metric=metric if isinstance(metric, int | float) else math.nan,
+        value=reported_value(metric, spec),
+        variant=variant(data.get("cell") or [], spec.keys),
+        git_commit=data.get("git_commit"),
+        device=data.get("device"),
+        wall_time_s=data.get("wall_time_s"),
+        started_at=data.get("started_at"),
+        finished_at=data.get("finished_at"),
+    )
+    return row
+
+
+def variant(cell: list[str], keys: list[str]) -> str:
+    """A run's overrides beyond the table's own keys and bookkeeping: runs of one table that
+    differ here were run with different settings and should not share a cell silently."""
+    kept = []
+    for override in cell:
+        key = override.lstrip("+~").split("=", 1)[0]
+        own = any(k == key or k.startswith(f"{key}.") for k in keys)
+        if own or key in BOOKKEEPING or key.startswith(BOOKKEEPING_GROUPS):
+            continue
+        kept.append(override)
+    return " ".join(sorted(kept))
+
+
+def _select(config: dict[str, Any], dotted: str) -> Any:
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node

@@ -1,0 +1,38 @@
+"""Run records as the report sees them, read from local `result.json` files."""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+RECORD_NAME = "result.json"
+
+
+@dataclass(frozen=True)
+class Record:
+    """One run: its record-shaped dict, a printable id, and the folder holding its artifacts."""
+
+    data: dict[str, Any]
+    # Where it came from, never an absolute path: "<table>/<run dir>" or "wandb:<project>/<id>".
+    run: str
+    # The run folder (metrics.jsonl, *.npz beside result.json); None for W&B runs.
+    path: Path | None
+
+
+def load_local(output_root: Path, table: str) -> list[Record]:
+    """Every result.json under <output_root>/<table>/, at any depth, in path order.
+
+    An unparsable file becomes a record with status "unreadable", so it is reported, not lost.
+    """
+    root = Path(output_root)
+    records = []
+    for path in sorted((root / table).rglob(RECORD_NAME)):
+        run = path.parent.relative_to(root).as_posix()
+        try:
+            data = json.loads(path.read_text())
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as err:
+            data = {"status": "unreadable", "error": f"cannot read {RECORD_NAME}: {err}"}
+        records.append(Record(data, run, path.parent))
+    return records

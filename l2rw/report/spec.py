@@ -1,0 +1,204 @@
+"""A table's report settings, composed from its Hydra config exactly as its sweep sees them."""
+
+from dataclasses import dataclass
+from itertools import product
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException, MissingConfigException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from l2rw.errors import UserError
+from l2rw.train import CONF_DIR
+
+
+class ReportError(UserError):
+    """The report cannot be made (unknown table, no records, unreadable source)."""
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    title: str
+    rows: list[str]
+    columns: list[str]
+    metric: str
+    as_error: bool
+    seeds: int
+    figure: str | None
+    scale: str
+    # Expected values of every row / column key, in sweep order; None: take what records hold.
+    expected: dict[str, list[Any] | None]
+    expected_seeds: list[int]
+    output_root: str
+    wandb_project: str
+    wandb_entity: str | None
+
+    @property
+    def keys(self) -> list[str]:
+        return [*self.rows, *self.columns]
+
+    @property
+    def short(self) -> dict[str, str]:
+        return short_names(self.keys)
+
+    def expected_cells(self) -> list[tuple[Any, ...]] | None:
+        """Every (row values..., column values...) the sweep should produce, or None if unknown."""
+        values = [self.expected[k] for k in self.keys]
+        if any(v is None for v in values):
+            return None
+        return [tuple(hashable(x) for x in cell) for cell in product(*values)]
+
+
+def table_names() -> list[str]:
+    return sorted(p.stem for p in (Path(CONF_DIR) / "table").glob("*.yaml"))
+
+
+# Column names the report uses itself; a key whose short name is one of them keeps its full name.
+RESERVED = {
+    "run",
+    "table",
+    "scale",
+    "seed",
+    "status",
+    "error",
+    "metric",
+    "value",
+    "variant",
+    "git_commit",
+    "device",
+    "wall_time_s",
+    "started_at",
+    "finished_at",
+    "row",
+    "column",
+    "mean",
+    "sd",
+    "ci95",
+    "n",
+    "seeds",
+    "missing_seeds",
+    "flags",
+}
+
+
+def short_names(keys: list[str]) -> dict[str, str]:
+    """Column names for dotted keys: the last part (the group for `x.name`); the full key with
+    `_` for `.` when that clashes with another key or a reserved name."""
+
+    def short(key: str) -> str:
+        parts = key.split(".")
+        return parts[-2] if parts[-1] == "name" and len(parts) > 1 else parts[-1]
+
+    names = [short(k) for k in keys]
+    return {
+        k: n if names.count(n) == 1 and n not in RESERVED else k.replace(".", "_")
+        for k, n in zip(keys, names, strict=True)
+    }
+
+
+def hashable(value: Any) -> Any:
+    """Config values as dict keys: lists become tuples, everything else unchanged."""
+    if isinstance(value, list):
+        return tuple(hashable(v) for v in value)
+    return value
+
+
+def value_order(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Sort key for cells: numbers numerically, before anything else (as text)."""
+    return tuple(
+        (0, v, "") if isinstance(v, int | float) and not isinstance(v, bool) else (1, 0, str(v))
+        for v in values
+    )
+
+
+def load_spec(table: str, overrides: list[str], output_root: str | None = None) -> TableSpec:
+    """Compose `+table=<table>` with the user's overrides and read its `report:` section."""
+    known = table_names()
+    if table not in known:
+        raise ReportError(
+            f"There is no table named '{table}'. Tables are the files in conf/table/: "
+            f"{', '.join(known) or '(none)'}. Pass one as +table=NAME, or `all` for every table."
+        )
+    try:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            cfg = compose("train", [f"+table={table}", *overrides], return_hydra_config=True)
+        return _spec(cfg, table, output_root)
+    except MissingConfigException as err:
+        raise ReportError(f"{str(err).splitlines()[0]}. Check the overrides' spelling.") from None
+    except (HydraException, OmegaConfBaseException) as err:
+        reason = " ".join(str(err).splitlines()[:2])
+        raise ReportError(f"The config of table '{table}' does not compose: {reason}") from None
+
+
+def _spec(cfg: DictConfig, table: str, output_root: str | None) -> TableSpec:
+    if not cfg.table_name:
+        raise ReportError(f"conf/table/{table}.yaml sets no table_name, so it has no records.")
+    if cfg.scales and cfg.scale not in cfg.scales:
+        raise ReportError(
+            f"scale={cfg.scale} is not a scale of table '{table}': it defines "
+            f"{', '.join(cfg.scales)}."
+        )
+    report = cfg.report
+    keys = [*report.rows, *report.columns]
+    sweeps = _sweep_values(cfg)
+    seeds = sweeps.get("seed")
+    return TableSpec(
+        name=cfg.table_name,
+        title=report.title or cfg.table_name,
+        rows=list(report.rows),
+        columns=list(report.columns),
+        metric=report.metric,
+        as_error=report.as_error,
+        seeds=report.seeds,
+        figure=report.figure,
+        scale=cfg.scale,
+        expected={k: _expected_values(cfg, k, sweeps) for k in keys},
+        expected_seeds=[int(s) for s in seeds] if seeds else list(range(report.seeds)),
+        output_root=output_root or cfg.paths.output_root,
+        wandb_project=cfg.logger.wandb.project,
+        wandb_entity=cfg.logger.wandb.entity,
+    )
+
+
+def _sweep_values(cfg: DictConfig) -> dict[str, list[Any]]:
+    """The sweeper's parameters, expanded: {"method": ["l2rw", ...], "seed": [0, 1], ...}."""
+    params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
+    parser = OverridesParser.create()
+    out: dict[str, list[Any]] = {}
+    for key, value in OmegaConf.to_container(params, resolve=True).items():
+        override = parser.parse_override(f"{key}={value}")
+        try:
+            values = (
+                list(override.sweep_iterator())
+                if override.is_sweep_override()
+                else [override.value()]
+            )
+        except HydraException:  # interval / tagged sweeps of optimizing sweepers: not a grid
+            continue
+        out[override.key_or_group.lstrip("+~")] = values
+    return out
+
+
+def _expected_values(cfg: DictConfig, key: str, sweeps: dict[str, list[Any]]) -> list[Any] | None:
+    """A row / column key's values: swept directly, swept as a group (`method` for
+    `method.name`, via each option's `name`), or fixed by the composed config."""
+    if key in sweeps:
+        return sweeps[key]
+    group, _, leaf = key.rpartition(".")
+    if leaf == "name" and group in sweeps:
+        return [_option_name(group, option) for option in sweeps[group]]
+    value = OmegaConf.select(cfg, key)
+    if OmegaConf.is_config(value):
+        value = OmegaConf.to_container(value, resolve=True)
+    return None if value is None else [value]
+
+
+def _option_name(group: str, option: str) -> Any:
+    path = Path(CONF_DIR, *group.split("."), f"{option}.yaml")
+    if not path.exists():
+        return option
+    return OmegaConf.load(path).get("name", option)

@@ -1,0 +1,100 @@
+"""Time a plain SGD step against the reference and fast L2RW steps, in one process.
+
+The three steps are interleaved and repeated so that machine load affects them alike; each line
+of output is one JSON object with the median milliseconds per step and its ratio to the SGD step.
+
+    python scripts/bench_meta_step.py [--repeats 30] [--threads N] [--device cuda]
+"""
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from l2rw.meta import l2rw_step
+from l2rw.models import build_model
+
+SETTINGS = [
+    # model, input shape, classes, batch, validation batch (the L2RW paper's settings)
+    ("lenet", (1, 28, 28), 2, 100, 10),
+    ("resnet32", (3, 32, 32), 10, 100, 100),
+]
+
+
+def sgd_step(model, optimizer, x, y, x_val, y_val):
+    optimizer.zero_grad(set_to_none=True)
+    F.cross_entropy(model(x), y).backward()
+    optimizer.step()
+
+
+def l2rw_engine(engine: str):
+    def step(model, optimizer, x, y, x_val, y_val):
+        l2rw_step(model, optimizer, x, y, x_val, y_val, engine=engine)
+
+    return step
+
+
+STEPS = {"sgd": sgd_step, "reference": l2rw_engine("reference"), "fast": l2rw_engine("fast")}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench(name, shape, k, batch, val_batch, repeats, warmup, device) -> list[dict]:
+    torch.manual_seed(0)
+    model = build_model(name, k).to(device)
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    x = torch.randn(batch, *shape, device=device)
+    y = torch.randint(0, k, (batch,), device=device)
+    x_val = torch.randn(val_batch, *shape, device=device)
+    y_val = torch.randint(0, k, (val_batch,), device=device)
+    times = {engine: [] for engine in STEPS}
+    for i in range(warmup + repeats):
+        for engine, step in STEPS.items():
+            _sync(device)
+            start = time.perf_counter()
+            step(model, optimizer, x, y, x_val, y_val)
+            _sync(device)
+            if i >= warmup:
+                times[engine].append(1000 * (time.perf_counter() - start))
+    sgd = statistics.median(times["sgd"])
+    return [
+        {
+            "model": name,
+            "batch": batch,
+            "val_batch": val_batch,
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+            "engine": engine,
+            "ms_per_step": round(statistics.median(t), 3),
+            "ratio_vs_sgd": round(statistics.median(t) / sgd, 3),
+            "repeats": repeats,
+        }
+        for engine, t in times.items()
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--models", nargs="*", default=[s[0] for s in SETTINGS])
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for setting in SETTINGS:
+        if setting[0] in args.models:
+            for row in bench(*setting, args.repeats, args.warmup, torch.device(args.device)):
+                print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()

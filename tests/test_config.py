@@ -1,0 +1,82 @@
+"""Every config option composes; typos and bad values fail early with the key named."""
+
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from conftest import compose_cfg
+from l2rw.config.validate import validate
+from l2rw.errors import ConfigError
+from l2rw.train import CONF_DIR
+
+GROUPS = ["dataset", "noise", "imbalance", "model", "method", "selector"]
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
+
+
+def test_groups_have_the_documented_options():
+    assert set(_options("dataset")) >= {
+        "mnist", "fashion_mnist", "cifar10", "cifar100", "imagenet10", "toy2d"
+    }
+    assert set(_options("noise")) >= {
+        "none", "uniform_flip", "uniform", "background", "adversarial", "real"
+    }
+    assert set(_options("imbalance")) == {"none", "binary", "longtail"}
+    assert set(_options("model")) >= {"lenet", "resnet32", "wrn28_10", "resnet34", "mlp"}
+    assert "baseline" in _options("method") and "none" in _options("selector")
+
+
+@pytest.mark.parametrize(
+    "group,option", [(g, o) for g in GROUPS for o in _options(g)], ids=lambda v: str(v)
+)
+def test_every_option_composes(group, option):
+    cfg = compose_cfg([f"{group}={option}"])
+    assert cfg[group].name == option
+
+
+@pytest.mark.parametrize("table", _options("table"))
+@pytest.mark.parametrize("scale", ["full", "cpu"])
+def test_every_table_composes_at_both_scales(table, scale):
+    cfg = compose_cfg([f"+table={table}", f"scale={scale}"], )
+    assert cfg.table_name == table
+    assert cfg.train.length > 0 and cfg.report.seeds >= 1
+
+
+def test_misspelled_key_fails_naming_it():
+    with pytest.raises((ConfigCompositionException, ConfigKeyError)) as err:
+        compose_cfg(["train.lrr=0.1"])
+    assert "lrr" in str(err.value)
+
+
+def test_wrong_type_fails_naming_the_key():
+    with pytest.raises((ConfigCompositionException, ValidationError)) as err:
+        compose_cfg(["train.lr=fast"])
+    assert "train.lr" in str(err.value) or "lr" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "overrides,needle",
+    [
+        (["noise=uniform_flip", "noise.rate=1.5"], "noise.rate=1.5"),
+        (["model=resnet32"], "model=resnet32"),
+        (["imbalance=binary", "imbalance.majority_fraction=1.0"], "leaves a class empty"),
+        (["imbalance=binary", "imbalance.classes=[4,4]"], "imbalance.classes"),
+        (["imbalance=longtail", "imbalance.factor=0.5"], "imbalance.factor"),
+        (["method=l2rw", "dataset.clean_size=0"], "clean_size"),
+        (["train.max_steps=0"], "train.max_steps"),
+        (["dataset.hyper_val_from=elsewhere"], "dataset.hyper_val_from"),
+    ],
+)
+def test_cross_field_checks(overrides, needle):
+    with pytest.raises(ConfigError) as err:
+        validate(compose_cfg(overrides))
+    assert needle in str(err.value)
+
+
+def test_defaults_validate():
+    validate(compose_cfg([]))
+    validate(compose_cfg(["dataset=toy2d", "model=mlp"]))

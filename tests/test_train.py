@@ -1,0 +1,143 @@
+"""End to end: records, every method, resume, skip, and clean failures on bad input."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import l2rw.methods.loop as loop
+from l2rw.train import run
+
+FIG2_METHODS = ["baseline", "proportion", "resample", "hard_mining", "random", "l2rw"]
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_short_baseline_run_writes_complete_record(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("noise=uniform_flip", "noise.rate=0.4")
+    record = run(cfg, tmp_path, ["noise=uniform_flip", "seed=0"])
+    on_disk = json.loads((tmp_path / "result.json").read_text())
+    assert on_disk["status"] == record["status"] == "completed"
+    for key in ("config", "overrides", "git_commit", "device", "wall_time_s", "wandb_run_id"):
+        assert key in on_disk
+    assert 0.0 <= on_disk["metrics"]["test_acc"] <= 1.0
+    assert on_disk["metrics"]["test_acc_es"] is not None
+    assert on_disk["data"]["sizes"]["train"] == 380
+    assert on_disk["data"]["noise"] == {"name": "uniform_flip", "rate": 0.4, "realized_rate": 0.4}
+    assert sum(on_disk["data"]["class_counts"]) == 380
+    assert on_disk["config"]["noise"]["rate"] == 0.4
+    assert on_disk["cell"] == ["noise=uniform_flip"]
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [4, 8, 12]
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("method", FIG2_METHODS)
+def test_every_figure2_method_runs(tiny_cfg, tmp_path, method):
+    cfg = tiny_cfg(
+        "+table=l2rw_fig2",
+        "hydra.mode=RUN",
+        f"method={method}",
+        "imbalance.total=40",
+        "dataset.hyper_val_size=0",
+        "imbalance.majority_fraction=0.8",
+        "dataset.clean_size=10",
+        "train.max_steps=6",
+        "train.batch_size=16",
+        "train.val_batch_size=10",
+        "train.eval_every=3",
+        "train.lr=0.05",
+    )
+    record = run(cfg, tmp_path)
+    assert record["status"] == "completed", record["error"]
+    assert record["metrics"]["steps"] == 6
+    assert record["data"]["clean_class_counts"] == [5, 5]
+    assert sum(record["weights_hist"]["clean"]) > 0
+
+
+def test_toy2d_with_mlp_runs(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("dataset=toy2d", "model=mlp", "noise=uniform_flip", "noise.rate=0.6",
+                   "method=l2rw")
+    assert run(cfg, tmp_path)["status"] == "completed"
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_to_the_same_result(tiny_cfg, tmp_path, monkeypatch):
+    overrides = ("noise=uniform_flip", "method=l2rw", "dataset.clean_size=20", "train.length=12")
+    straight = run(tiny_cfg(*overrides), tmp_path / "straight")
+
+    saves = []
+    real_save = loop.save_checkpoint
+
+    def save_then_die(run_dir, state):
+        real_save(run_dir, state)
+        saves.append(state["step"])
+        if len(saves) == 2:
+            raise Interrupted
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    with pytest.raises(Interrupted):
+        run(tiny_cfg(*overrides), tmp_path / "resumed")
+    partial = json.loads((tmp_path / "resumed" / "result.json").read_text())
+    assert partial["status"] == "failed"
+    assert (tmp_path / "resumed" / "checkpoint.pt").exists()
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+
+    resumed = run(tiny_cfg(*overrides), tmp_path / "resumed")
+    assert saves == [4, 8]
+    assert resumed["status"] == "completed"
+    for key in ("test_acc", "test_loss", "train_loss", "test_acc_es", "best_step"):
+        assert resumed["metrics"][key] == straight["metrics"][key], key
+    assert resumed["weights_hist"] == straight["weights_hist"]
+    straight_log = (tmp_path / "straight" / "metrics.jsonl").read_text()
+    assert (tmp_path / "resumed" / "metrics.jsonl").read_text() == straight_log
+
+
+def test_completed_job_is_skipped_unless_forced(tiny_cfg, tmp_path):
+    first = run(tiny_cfg(), tmp_path)
+    again = run(tiny_cfg(), tmp_path)
+    assert again["finished_at"] == first["finished_at"]
+    forced = run(tiny_cfg("force=true"), tmp_path)
+    assert forced["status"] == "completed"
+    assert forced["finished_at"] >= first["finished_at"]
+    assert forced is not first and "wall_time_s" in forced
+
+
+def _cli(args, tmp_path, data_dir):
+    env = {**os.environ, "WANDB_MODE": "disabled", "DATA_DIR": str(data_dir)}
+    cmd = [sys.executable, "-m", "l2rw.train", *args, "train.progress=false",
+           "+dataset.options.download=false", f"hydra.run.dir={tmp_path}"]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["train.lrr=1"], "lrr"),
+        (["noise=uniform_flip", "noise.rate=1.5"], "noise.rate=1.5"),
+        (["dataset=fashion_mnist", "paths.data_dir=/nonexistent/place"], "train-images-idx3-ubyte"),
+        (["dataset=nope"], "nope"),
+    ],
+    ids=["unknown_key", "noise_rate", "missing_files", "unknown_dataset"],
+)
+def test_bad_input_fails_cleanly(args, needle, tmp_path, data_dir):
+    out = _cli(args, tmp_path, data_dir)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0
+    assert needle in text
+    assert "Traceback" not in text
+    record = tmp_path / "result.json"
+    assert not record.exists() or json.loads(record.read_text())["status"] == "failed"
+
+
+def test_cli_run_prints_accuracy_and_record(tmp_path, data_dir):
+    out = _cli(["train.length=4", "train.eval_every=2", "dataset.hyper_val_size=20"],
+               tmp_path, data_dir)
+    assert out.returncode == 0, out.stderr
+    assert "test accuracy" in out.stdout + out.stderr
+    assert json.loads((tmp_path / "result.json").read_text())["status"] == "completed"
