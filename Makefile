@@ -39,8 +39,10 @@ l2rw-fig2: install
 		hydra.launcher.n_jobs=$(JOBS) threads=1 train.progress=false
 	$(PY) -m l2rw.report +table=l2rw_fig2 scale=$(SCALE)
 
+# Every table and figure at each scale that has records: results/<table>[_<scale>].{md,csv,tex,png}
+SCALES ?= cpu full
 tables: install
-	$(PY) -m l2rw.report --all
+	for scale in $(SCALES); do $(PY) -m l2rw.report --all scale=$$scale || exit 1; done
 
 # Upload offline W&B runs of every job under outputs/ (needs `wandb login`).
 sync: install

@@ -5,6 +5,7 @@ python -m l2rw.train +table=l2rw_fig2            # a whole table (multirun)
 """
 
 import logging
+import signal
 import sys
 import time
 from datetime import datetime, timezone
@@ -37,7 +38,15 @@ log = logging.getLogger("l2rw")
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 # Overrides that do not change what a job computes: left out of a cell's identity.
 NON_CELL_KEYS = (
-    "seed", "scale", "threads", "force", "paths.", "logger.", "train.progress", "hydra.", "table"
+    "seed",
+    "scale",
+    "threads",
+    "force",
+    "paths.",
+    "logger.",
+    "train.progress",
+    "hydra.",
+    "table",
 )
 
 register_schemas()
@@ -103,6 +112,9 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> d
     except UserError as err:
         record["error"] = str(err)
         log.error("%s", err)
+    except KeyboardInterrupt:
+        record["error"] = "interrupted; re-run the same command to resume from the checkpoint"
+        raise
     except Exception as err:
         record["error"] = f"{type(err).__name__}: {err}"
         raise
@@ -176,8 +188,14 @@ class _null:
         return False
 
 
+def _interrupt(signum, frame) -> None:
+    """SIGTERM (a cluster pre-empting the job) ends it like Ctrl-C: record written, resumable."""
+    raise KeyboardInterrupt
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    signal.signal(signal.SIGTERM, _interrupt)
     hc = HydraConfig.get()
     record = run(cfg, Path(hc.runtime.output_dir), list(hc.overrides.task))
     if record["status"] != "completed" and hc.mode == RunMode.RUN:

@@ -3,10 +3,10 @@
 from pathlib import Path
 
 import pytest
+from conftest import compose_cfg
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from conftest import compose_cfg
 from l2rw.config.validate import validate
 from l2rw.errors import ConfigError
 from l2rw.train import CONF_DIR
@@ -20,10 +20,20 @@ def _options(group: str) -> list[str]:
 
 def test_groups_have_the_documented_options():
     assert set(_options("dataset")) >= {
-        "mnist", "fashion_mnist", "cifar10", "cifar100", "imagenet10", "toy2d"
+        "mnist",
+        "fashion_mnist",
+        "cifar10",
+        "cifar100",
+        "imagenet10",
+        "toy2d",
     }
     assert set(_options("noise")) >= {
-        "none", "uniform_flip", "uniform", "background", "adversarial", "real"
+        "none",
+        "uniform_flip",
+        "uniform",
+        "background",
+        "adversarial",
+        "real",
     }
     assert set(_options("imbalance")) == {"none", "binary", "longtail"}
     assert set(_options("model")) >= {"lenet", "resnet32", "wrn28_10", "resnet34", "mlp"}
@@ -41,7 +51,9 @@ def test_every_option_composes(group, option):
 @pytest.mark.parametrize("table", _options("table"))
 @pytest.mark.parametrize("scale", ["full", "cpu"])
 def test_every_table_composes_at_both_scales(table, scale):
-    cfg = compose_cfg([f"+table={table}", f"scale={scale}"], )
+    cfg = compose_cfg(
+        [f"+table={table}", f"scale={scale}"],
+    )
     assert cfg.table_name == table
     assert cfg.train.length > 0 and cfg.report.seeds >= 1
 

@@ -135,7 +135,9 @@ def test_step_equals_weights_then_weighted_sgd(make, shape, k, engine):
 
 def test_dropout_meta_pass_draws_its_own_masks():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 32), nn.ReLU(), nn.Dropout(0.5), nn.Linear(32, 3))
+    model = nn.Sequential(
+        nn.Flatten(), nn.Linear(16, 32), nn.ReLU(), nn.Dropout(0.5), nn.Linear(32, 3)
+    )
     x, y, xv, yv = (t.float() if t.is_floating_point() else t for t in _batches((1, 4, 4), 3))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     weights, _ = l2rw_step(model, opt, x, y, xv, yv)

@@ -45,8 +45,9 @@ def test_end_to_end_writes_md_csv_tex_png_with_provenance(output_root, tmp_path)
     done = run_cli("+table=l2rw_fig2", f"output_root={output_root}", f"results_dir={results}")
     assert done.returncode == 0, done.stderr
     names = sorted(p.name for p in results.iterdir())
-    assert names == ["l2rw_fig2.csv", "l2rw_fig2.md", "l2rw_fig2.png", "l2rw_fig2.tex"]
-    markdown = (results / "l2rw_fig2.md").read_text()
+    stem = "l2rw_fig2_cpu"  # reduced scales carry the scale in the file name
+    assert names == [f"{stem}.csv", f"{stem}.md", f"{stem}.png", f"{stem}.tex"]
+    markdown = (results / f"{stem}.md").read_text()
     assert "| method \\ majority_fraction | 0.995 | 0.99 | 0.98 | 0.95 | 0.9 |" in markdown
     assert "| l2rw | 15.00 ± 63.53 (2) |" in markdown
     assert "3.00 (1)†" in markdown
@@ -66,12 +67,12 @@ def test_end_to_end_writes_md_csv_tex_png_with_provenance(output_root, tmp_path)
         "method=hard_mining, majority_fraction=0.9: no completed run.",
     ):
         assert needed in markdown, needed
-    frame = pd.read_csv(results / "l2rw_fig2.csv", comment="#")
+    frame = pd.read_csv(results / "l2rw_fig2_cpu.csv", comment="#")
     assert {"method", "majority_fraction", "mean", "ci95", "n", "scale", "flags"} <= set(frame)
     assert len(frame) == 30 and set(frame["scale"]) == {"cpu"}
     l2rw = frame[(frame["method"] == "l2rw") & (frame["majority_fraction"] == 0.995)].iloc[0]
     assert l2rw["mean"] == pytest.approx(15.0) and l2rw["n"] == 2
-    tex = (results / "l2rw_fig2.tex").read_text()
+    tex = (results / "l2rw_fig2_cpu.tex").read_text()
     assert "\\begin{tabular}" in tex and "hard\\_mining" in tex and "$\\pm$" in tex
     for path in results.iterdir():
         text = path.read_bytes().decode("latin-1")
@@ -108,7 +109,7 @@ def test_records_at_another_scale_only_exit_2_and_say_so(tmp_path, capsys):
 def test_all_reports_every_table_config(output_root, tmp_path, capsys):
     results = tmp_path / "results"
     assert main(["--all", f"output_root={output_root}", f"results_dir={results}"]) == 0
-    assert (results / "l2rw_fig2.md").exists()
+    assert (results / "l2rw_fig2_cpu.md").exists()
     assert main(["all", f"output_root={tmp_path / 'empty'}", f"results_dir={results}"]) == 2
     assert "l2rw_fig2: No records" in capsys.readouterr().err
 

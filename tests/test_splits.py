@@ -71,7 +71,8 @@ def test_noisy_hyper_validation_is_corrupted_like_training(tiny_cfg):
 
 
 def test_toy2d_uses_its_own_split(tiny_cfg):
-    data = build_data(tiny_cfg("dataset=toy2d", "model=mlp", "noise=uniform_flip", "noise.rate=0.6"))
+    cfg = tiny_cfg("dataset=toy2d", "model=mlp", "noise=uniform_flip", "noise.rate=0.6")
+    data = build_data(cfg)
     sizes = data.facts["sizes"]
     assert sizes["train"] + sizes["clean"] == 600
     assert sizes["hyper_val"] == 160 and sizes["test"] == 240

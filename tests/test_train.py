@@ -58,8 +58,9 @@ def test_every_figure2_method_runs(tiny_cfg, tmp_path, method):
 
 
 def test_toy2d_with_mlp_runs(tiny_cfg, tmp_path):
-    cfg = tiny_cfg("dataset=toy2d", "model=mlp", "noise=uniform_flip", "noise.rate=0.6",
-                   "method=l2rw")
+    cfg = tiny_cfg(
+        "dataset=toy2d", "model=mlp", "noise=uniform_flip", "noise.rate=0.6", "method=l2rw"
+    )
     assert run(cfg, tmp_path)["status"] == "completed"
 
 
@@ -110,8 +111,15 @@ def test_completed_job_is_skipped_unless_forced(tiny_cfg, tmp_path):
 
 def _cli(args, tmp_path, data_dir):
     env = {**os.environ, "WANDB_MODE": "disabled", "DATA_DIR": str(data_dir)}
-    cmd = [sys.executable, "-m", "l2rw.train", *args, "train.progress=false",
-           "+dataset.options.download=false", f"hydra.run.dir={tmp_path}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "l2rw.train",
+        *args,
+        "train.progress=false",
+        "+dataset.options.download=false",
+        f"hydra.run.dir={tmp_path}",
+    ]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -136,8 +144,36 @@ def test_bad_input_fails_cleanly(args, needle, tmp_path, data_dir):
 
 
 def test_cli_run_prints_accuracy_and_record(tmp_path, data_dir):
-    out = _cli(["train.length=4", "train.eval_every=2", "dataset.hyper_val_size=20"],
-               tmp_path, data_dir)
+    out = _cli(
+        ["train.length=4", "train.eval_every=2", "dataset.hyper_val_size=20"], tmp_path, data_dir
+    )
     assert out.returncode == 0, out.stderr
     assert "test accuracy" in out.stdout + out.stderr
     assert json.loads((tmp_path / "result.json").read_text())["status"] == "completed"
+
+
+def test_multirun_writes_one_record_per_job_and_skips_completed(tmp_path, data_dir):
+    args = [
+        "-m",
+        "seed=0,1",
+        "train.length=2",
+        "train.eval_every=2",
+        "dataset.hyper_val_size=0",
+        "hydra.sweep.dir=" + str(tmp_path / "sweep"),
+    ]
+    first = _cli(args, tmp_path / "unused", data_dir)
+    assert first.returncode == 0, first.stderr
+    records = sorted((tmp_path / "sweep").glob("*/result.json"))
+    assert [json.loads(p.read_text())["seed"] for p in records] == [0, 1]
+    again = _cli(args, tmp_path / "unused", data_dir)
+    assert again.returncode == 0
+    assert (again.stdout + again.stderr).count("Skipping") == 2
+
+
+def test_wandb_offline_sink_records_one_run_per_job(tiny_cfg, tmp_path):
+    pytest.importorskip("wandb")
+    cfg = tiny_cfg("logger.wandb.mode=offline", "train.length=2", "train.eval_every=2")
+    record = run(cfg, tmp_path, ["seed=0"])
+    assert record["status"] == "completed"
+    assert record["wandb_run_id"]
+    assert list((tmp_path / "wandb").glob(f"offline-run-*-{record['wandb_run_id']}"))

@@ -54,16 +54,22 @@ def build_table(table: str, overrides: list[str], options: Options) -> Built:
     prov = provenance(spec, agg.read, agg.counted, options.source, data_dirs)
     files: dict[str, bytes] = {}
     figure = None
+    stem = results_stem(spec)
     if spec.figure:
         try:
-            files[f"{spec.name}.png"] = _figure_png(spec, agg, records, prov)
-            figure = f"{spec.name}.png"
+            files[f"{stem}.png"] = _figure_png(spec, agg, records, prov)
+            figure = f"{stem}.png"
         except FigureError as err:
             agg.problems.append(Problem("figure", f"{spec.figure} not drawn: {err}"))
     report = Report(spec, agg, prov, PAPER_TABLES.get(spec.name), figure)
     for suffix, text in (("md", to_markdown), ("csv", to_csv), ("tex", to_latex)):
-        files[f"{spec.name}.{suffix}"] = scrub(text(report), prov.replacements).encode()
+        files[f"{stem}.{suffix}"] = scrub(text(report), prov.replacements).encode()
     return Built(write_all(Path(options.results_dir), files), report)
+
+
+def results_stem(spec: TableSpec) -> str:
+    """results/<table> for the paper's protocol, results/<table>_<scale> for a reduced scale."""
+    return spec.name if spec.scale == "full" else f"{spec.name}_{spec.scale}"
 
 
 def _load(spec: TableSpec, source: str) -> list[Record]:
