@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 import time
+from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -145,21 +146,9 @@ def _execute(cfg: DictConfig, run_dir: Path, record: dict[str, Any]) -> None:
     )
     model = build_model(cfg.model.name, data.num_classes, **cfg.model.options).to(device)
     pipeline = METHODS.get(cfg.method.name)
-    group = "/".join([cfg.table_name or "adhoc", *record["cell"]]) or "adhoc"
-    tags = [
-        f"{k}:{v}"
-        for k, v in (
-            ("table", cfg.table_name),
-            ("dataset", cfg.dataset.name),
-            ("noise", cfg.noise.name),
-            ("method", cfg.method.name),
-            ("scale", cfg.scale),
-        )
-        if v
-    ]
     run_dir.mkdir(parents=True, exist_ok=True)
-    wandb_run = open_wandb(cfg, record["config"], run_dir, group[:128], tags)
-    with wandb_run if wandb_run is not None else _null():
+    wandb_run = open_wandb(cfg, record["config"], record["cell"], run_dir)
+    with wandb_run if wandb_run is not None else nullcontext():
         record["wandb_run_id"] = getattr(wandb_run, "id", None)
         ctx = RunContext(cfg, data.to(device), model, device, run_dir, Tracker(run_dir, wandb_run))
         out = pipeline(ctx)
@@ -178,14 +167,6 @@ def _execute(cfg: DictConfig, run_dir: Path, record: dict[str, Any]) -> None:
         record["metrics"]["test_acc_es"],
         run_dir / RECORD_NAME,
     )
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _interrupt(signum, frame) -> None:

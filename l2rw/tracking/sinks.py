@@ -46,11 +46,13 @@ class Tracker:
             self.wandb_run.summary.update(values)
 
 
-def open_wandb(cfg: DictConfig, config: dict[str, Any], run_dir: Path, group: str, tags: list[str]):
+def open_wandb(cfg: DictConfig, config: dict[str, Any], cell: list[str], run_dir: Path):
     """A W&B run as a context manager, or None when W&B is disabled or not installed.
 
-    `reinit="finish_previous"` plus the `with` block in the caller guarantee one run per job,
-    finished inside the job, even in multiruns that reuse a process and when the job fails.
+    The group is the table cell (the table plus the overrides other than the seed), so W&B
+    aggregates a cell's seeds. `reinit="finish_previous"` plus the `with` block in the caller
+    guarantee one run per job, finished inside the job, even in multiruns that reuse a process
+    and when the job fails.
     """
     wb = cfg.logger.wandb
     if wb.mode == "disabled":
@@ -60,11 +62,19 @@ def open_wandb(cfg: DictConfig, config: dict[str, Any], run_dir: Path, group: st
     except ImportError:
         log.warning("wandb is not installed, so the W&B sink is off (pip install 'l2rw[wandb]').")
         return None
+    facets = {
+        "table": cfg.table_name,
+        "dataset": cfg.dataset.name,
+        "noise": cfg.noise.name,
+        "method": cfg.method.name,
+        "scale": cfg.scale,
+    }
+    group = "/".join([cfg.table_name or "adhoc", *cell])[:128]
     return wandb.init(
         project=wb.project,
         entity=wb.entity,
         group=wb.group or group,
-        tags=[*tags, *wb.tags],
+        tags=[f"{k}:{v}"[:64] for k, v in facets.items() if v] + list(wb.tags),
         config=config,
         dir=str(run_dir),
         mode=wb.mode,
