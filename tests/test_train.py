@@ -177,3 +177,15 @@ def test_wandb_offline_sink_records_one_run_per_job(tiny_cfg, tmp_path):
     assert record["status"] == "completed"
     assert record["wandb_run_id"]
     assert list((tmp_path / "wandb").glob(f"offline-run-*-{record['wandb_run_id']}"))
+
+
+def test_schedule_in_epochs(tiny_cfg, tmp_path):
+    record = run(tiny_cfg("train.unit=epochs", "train.length=1", "train.eval_every=100"), tmp_path)
+    # 380 training images in batches of 16: 23 steps per epoch (last partial batch dropped).
+    assert record["metrics"]["steps"] == 23
+
+
+def test_divergence_is_recorded(tiny_cfg, tmp_path):
+    record = run(tiny_cfg("train.lr=1e30"), tmp_path)
+    assert record["status"] == "diverged"
+    assert json.loads((tmp_path / "result.json").read_text())["status"] == "diverged"
