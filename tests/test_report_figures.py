@@ -39,10 +39,10 @@ def test_the_registry_holds_every_figure_of_both_papers():
 def test_figure_renders_a_png(figure, output_root, tmp_path):
     options = Options(output_root=str(output_root), results_dir=str(tmp_path))
     built = build_table("l2rw_fig2", [f"report.figure={figure}"], options)
-    png = (tmp_path / "l2rw_fig2.png").read_bytes()
+    png = (tmp_path / "l2rw_fig2_cpu.png").read_bytes()
     assert png.startswith(PNG_SIGNATURE) and len(png) > 5000
     assert not [p for p in built.report.agg.problems if p.kind == "figure"]
-    assert "![" in (tmp_path / "l2rw_fig2.md").read_text()
+    assert "![" in (tmp_path / "l2rw_fig2_cpu.md").read_text()
 
 
 def test_a_figure_without_its_artifact_is_a_listed_problem(tmp_path):
@@ -53,7 +53,7 @@ def test_a_figure_without_its_artifact_is_a_listed_problem(tmp_path):
     (problem,) = [p for p in built.report.agg.problems if p.kind == "figure"]
     assert "toy_boundary.npz" in problem.text
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == [
-        "l2rw_fig2.csv",
-        "l2rw_fig2.md",
-        "l2rw_fig2.tex",
+        "l2rw_fig2_cpu.csv",
+        "l2rw_fig2_cpu.md",
+        "l2rw_fig2_cpu.tex",
     ]

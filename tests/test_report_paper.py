@@ -84,13 +84,13 @@ def test_reports_show_the_papers_numbers_beside_ours(tmp_path, monkeypatch):
         write_record(root, make_record("l2rw", 0.995, seed, acc=0.9))
     results = tmp_path / "results"
     build_table("l2rw_fig2", ["report.figure=null"], Options("local", str(root), str(results)))
-    markdown = (results / "l2rw_fig2.md").read_text()
+    markdown = (results / "l2rw_fig2_cpu.md").read_text()
     assert "From Ren, Zeng, Yang, Urtasun" in markdown and "Table 1, as printed" in markdown
     assert "| l2rw (Ours) | 86.92 ± 0.19 | 61.34 ± 2.06 |" in markdown
     assert "| baseline (Baseline) | 67.97 ± 0.62 | 50.66 ± 0.24 |" in markdown
     assert "Paper rows with no counterpart here: Reed-Hard" in markdown
-    frame = pd.read_csv(results / "l2rw_fig2.csv", comment="#", dtype={"paper_value": str})
+    frame = pd.read_csv(results / "l2rw_fig2_cpu.csv", comment="#", dtype={"paper_value": str})
     ours = frame[(frame["method"] == "l2rw") & (frame["majority_fraction"] == 0.995)].iloc[0]
     assert ours["paper_value"] == "86.92" and ours["paper_pm"] == 0.19
-    assert "As printed in Ren" in (results / "l2rw_fig2.tex").read_text()
-    assert not (results / "l2rw_fig2.png").exists()
+    assert "As printed in Ren" in (results / "l2rw_fig2_cpu.tex").read_text()
+    assert not (results / "l2rw_fig2_cpu.png").exists()
