@@ -79,6 +79,8 @@ class _Progress:
         self.best_val_acc = -1.0
         self.test_acc_es: float | None = None
         self.best_step = -1
+        # Sum and count of the training loss since the last evaluation (logged as its mean).
+        self.loss_sum, self.loss_count = 0.0, 0
         self.hist = {
             "clean": np.zeros(len(WEIGHT_BINS) - 1),
             "flipped": np.zeros(len(WEIGHT_BINS) - 1),
@@ -115,7 +117,7 @@ def train_loop(ctx: RunContext, rule: StepRule) -> dict[str, object]:
         ctx.tracker.local.truncate_after(start)
         log.info("Resumed from checkpoint at step %d of %d.", start, sched.total)
 
-    status, last_loss = "completed", float("nan")
+    status, last_loss, train_loss = "completed", float("nan"), float("nan")
     evals = {}
     model.train()
     bar = tqdm(
@@ -138,9 +140,11 @@ def train_loop(ctx: RunContext, rule: StepRule) -> dict[str, object]:
         lr_schedule.step()
         progress.add_weights(weights, batch)
         last_loss = float((weights * losses).sum())
+        progress.loss_sum += last_loss
+        progress.loss_count += 1
         bar.update(1)
         if not math.isfinite(last_loss):
-            status = "diverged"
+            status, train_loss = "diverged", last_loss
             log.warning(
                 "Training loss is %s at step %d: stopping, status 'diverged'.", last_loss, step
             )
@@ -149,7 +153,9 @@ def train_loop(ctx: RunContext, rule: StepRule) -> dict[str, object]:
         if done % cfg.train.eval_every == 0 or done == sched.total:
             evals = _evaluate(ctx, preprocess)
             _track(progress, evals, done)
-            row = {"train/loss": last_loss, "lr": lr_schedule.get_last_lr()[0]}
+            train_loss = progress.loss_sum / progress.loss_count
+            progress.loss_sum, progress.loss_count = 0.0, 0
+            row = {"train/loss": train_loss, "lr": lr_schedule.get_last_lr()[0]}
             row.update(
                 {
                     f"{split}/{k}": v
@@ -159,7 +165,7 @@ def train_loop(ctx: RunContext, rule: StepRule) -> dict[str, object]:
                 }
             )
             ctx.tracker.log(row, done)
-            bar.set_postfix(loss=f"{last_loss:.3f}", test_acc=f"{evals['test']['acc']:.4f}")
+            bar.set_postfix(loss=f"{train_loss:.3f}", test_acc=f"{evals['test']['acc']:.4f}")
         if done % cfg.train.checkpoint_every == 0 and done < sched.total:
             save_checkpoint(
                 ctx.run_dir,
@@ -184,7 +190,7 @@ def train_loop(ctx: RunContext, rule: StepRule) -> dict[str, object]:
             "best_val_acc": progress.best_val_acc if progress.best_step >= 0 else None,
             "best_step": progress.best_step,
             "final_val_acc": evals.get("val", {}).get("acc"),
-            "train_loss": last_loss,
+            "train_loss": train_loss,
             "steps": sched.total if status == "completed" else step + 1,
             "confusion": evals["test"]["confusion"],
         },
