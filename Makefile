@@ -38,10 +38,14 @@ l2rw-fig2: install
 		hydra.launcher.n_jobs=$(JOBS) threads=1 train.progress=false
 	$(PY) -m l2rw.report +table=l2rw_fig2 scale=$(SCALE)
 
-# Every table and figure at each scale that has records: results/<table>[_<scale>].{md,csv,tex,png}
+# Every table and figure at each scale that has records: results/<table>[_<scale>].{md,csv,tex,png}.
+# RECORDS=results/records rebuilds the committed tables from the records committed beside them.
 SCALES ?= cpu full
+RECORDS ?= outputs
 tables: install
-	for scale in $(SCALES); do $(PY) -m l2rw.report --all scale=$$scale || exit 1; done
+	for scale in $(SCALES); do \
+		$(PY) -m l2rw.report --all scale=$$scale output_root=$(RECORDS) || exit 1; \
+	done
 
 # Upload offline W&B runs of every job under outputs/ (needs `wandb login`).
 sync: install

@@ -57,3 +57,13 @@ def test_a_figure_without_its_artifact_is_a_listed_problem(tmp_path):
         "l2rw_fig2_cpu.md",
         "l2rw_fig2_cpu.tex",
     ]
+
+
+def test_extra_figures_are_written_beside_the_main_one(output_root, tmp_path):
+    options = Options(output_root=str(output_root), results_dir=str(tmp_path))
+    built = build_table("l2rw_fig2", ["report.extra_figures=[weight_histograms]"], options)
+    extra = tmp_path / "l2rw_fig2_cpu_weight_histograms.png"
+    assert extra.read_bytes().startswith(PNG_SIGNATURE)
+    assert (tmp_path / "l2rw_fig2_cpu.png").exists()
+    assert built.report.figures == ["l2rw_fig2_cpu.png", "l2rw_fig2_cpu_weight_histograms.png"]
+    assert "(l2rw_fig2_cpu_weight_histograms.png)" in (tmp_path / "l2rw_fig2_cpu.md").read_text()

@@ -143,6 +143,8 @@ class ReportConf:
     seeds: int = 1
     # Figure kind drawn beside the table (a key of l2rw.report.figures.FIGURES), if any.
     figure: str | None = None
+    # More figures from the same records, written as <results>_<kind>.png.
+    extra_figures: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -43,8 +43,11 @@ def build_table(table: str, overrides: list[str], options: Options) -> Built:
     if options.source not in SOURCES:
         raise ReportError(f"source={options.source} is not one of {', '.join(SOURCES)}.")
     spec = load_spec(table, overrides, options.output_root)
-    if spec.figure:
-        FIGURES.get(spec.figure)  # an unknown figure kind fails before any work
+    stem = results_stem(spec)
+    kinds = {f"{stem}.png": spec.figure} if spec.figure else {}
+    kinds.update({f"{stem}_{kind}.png": kind for kind in spec.extra_figures})
+    for kind in kinds.values():
+        FIGURES.get(kind)  # an unknown figure kind fails before any work
     records = _load(spec, options.source)
     frame = records_frame(records, spec)
     if not (frame["scale"] == spec.scale).any():
@@ -53,15 +56,13 @@ def build_table(table: str, overrides: list[str], options: Options) -> Built:
     data_dirs = sorted({d for d in map(_data_dir, records) if isinstance(d, str)})
     prov = provenance(spec, agg.read, agg.counted, options.source, data_dirs)
     files: dict[str, bytes] = {}
-    figure = None
-    stem = results_stem(spec)
-    if spec.figure:
+    for name, kind in kinds.items():
         try:
-            files[f"{stem}.png"] = _figure_png(spec, agg, records, prov)
-            figure = f"{stem}.png"
+            files[name] = _figure_png(spec, kind, agg, records, prov)
         except FigureError as err:
-            agg.problems.append(Problem("figure", f"{spec.figure} not drawn: {err}"))
-    report = Report(spec, agg, prov, PAPER_TABLES.get(spec.name), figure)
+            agg.problems.append(Problem("figure", f"{kind} not drawn: {err}"))
+    figures = [name for name in kinds if name in files]
+    report = Report(spec, agg, prov, PAPER_TABLES.get(spec.name), figures)
     for suffix, text in (("md", to_markdown), ("csv", to_csv), ("tex", to_latex)):
         files[f"{stem}.{suffix}"] = scrub(text(report), prov.replacements).encode()
     return Built(write_all(Path(options.results_dir), files), report)
@@ -101,7 +102,9 @@ def _no_records(spec: TableSpec, options: Options, frame: pd.DataFrame) -> str:
     )
 
 
-def _figure_png(spec: TableSpec, agg: Aggregate, records: list[Record], prov: Provenance) -> bytes:
+def _figure_png(
+    spec: TableSpec, kind: str, agg: Aggregate, records: list[Record], prov: Provenance
+) -> bytes:
     by_run = {r.run: r for r in records}
     keys = list(spec.short.values())
     cells = agg.cells[[*keys, "row", "column"]].itertuples(index=False, name=None)
@@ -110,7 +113,7 @@ def _figure_png(spec: TableSpec, agg: Aggregate, records: list[Record], prov: Pr
     for r in agg.counted[[*keys, "run", "seed"]].itertuples(index=False, name=None):
         row, column = labels[r[:-2]]
         runs.append(Run(by_run[r[-2]], row, column, int(r[-1])))
-    fig = FIGURES.get(spec.figure)(FigureData(spec, agg.cells, runs))
+    fig = FIGURES.get(kind)(FigureData(spec, agg.cells, runs))
     footer = scrub(prov.short(), prov.replacements)
     fig.text(0.0, -0.01, footer, fontsize=6, color="grey", va="top")
     buffer = io.BytesIO()

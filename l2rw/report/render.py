@@ -27,8 +27,8 @@ class Report:
     agg: Aggregate
     provenance: Provenance
     paper: PaperRef | None
-    # File name of the figure written beside the table, if any.
-    figure: str | None
+    # File names of the figures written beside the table.
+    figures: list[str]
 
 
 def cell_text(mean: float, ci: float, n: int, flagged: bool) -> str:
@@ -50,8 +50,8 @@ def to_markdown(report: Report) -> str:
         *_markdown_table(_corner(spec), _grid(report)),
         "",
     ]
-    if report.figure:
-        lines += [f"![{spec.title}]({report.figure})", ""]
+    for figure in report.figures:
+        lines += [f"![{spec.title}]({figure})", ""]
     lines += _markdown_paper(report)
     lines += ["## Provenance", ""]
     lines += [

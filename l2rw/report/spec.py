@@ -36,6 +36,8 @@ class TableSpec:
     output_root: str
     wandb_project: str
     wandb_entity: str | None
+    # Figures beyond `figure`, drawn from the same records.
+    extra_figures: tuple[str, ...] = ()
 
     @property
     def keys(self) -> list[str]:
@@ -155,6 +157,7 @@ def _spec(cfg: DictConfig, table: str, output_root: str | None) -> TableSpec:
         as_error=report.as_error,
         seeds=report.seeds,
         figure=report.figure,
+        extra_figures=tuple(report.extra_figures),
         scale=cfg.scale,
         expected={k: _expected_values(cfg, k, sweeps) for k in keys},
         expected_seeds=[int(s) for s in seeds] if seeds else list(range(report.seeds)),
