@@ -9,28 +9,11 @@ from typing import Any
 import pandas as pd
 
 from l2rw.report.records import Record
-from l2rw.report.spec import TableSpec, hashable
+from l2rw.report.spec import RUN_COLUMNS, TableSpec, hashable
 
 # Overrides that do not change what a run computes: ignored when comparing runs' settings.
 BOOKKEEPING = ("seed", "scale", "threads", "device", "force", "train.progress", "table")
 BOOKKEEPING_GROUPS = ("paths.", "logger.", "hydra.")
-
-RUN_COLUMNS = [
-    "run",
-    "table",
-    "scale",
-    "seed",
-    "status",
-    "error",
-    "metric",
-    "value",
-    "variant",
-    "git_commit",
-    "device",
-    "wall_time_s",
-    "started_at",
-    "finished_at",
-]
 
 
 def records_frame(records: list[Record], spec: TableSpec) -> pd.DataFrame:

@@ -59,8 +59,8 @@ def table_names() -> list[str]:
     return sorted(p.stem for p in (Path(CONF_DIR) / "table").glob("*.yaml"))
 
 
-# Column names the report uses itself; a key whose short name is one of them keeps its full name.
-RESERVED = {
+# One row per run in the report's frame: these columns, after the table's row / column keys.
+RUN_COLUMNS = [
     "run",
     "table",
     "scale",
@@ -75,6 +75,10 @@ RESERVED = {
     "wall_time_s",
     "started_at",
     "finished_at",
+]
+# Column names the report uses itself; a key whose short name is one of them keeps its full name.
+RESERVED = {
+    *RUN_COLUMNS,
     "row",
     "column",
     "mean",
