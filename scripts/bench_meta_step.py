@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from l2rw.meta import l2rw_step
 from l2rw.models import build_model
+from l2rw.tracking.record import device_description
 
 SETTINGS = [
     # model, input shape, classes, batch, validation batch (the L2RW paper's settings)
@@ -69,7 +70,8 @@ def bench(name, shape, k, batch, val_batch, repeats, warmup, device) -> list[dic
             "model": name,
             "batch": batch,
             "val_batch": val_batch,
-            "device": str(device),
+            "device": device_description(device),
+            "torch": torch.__version__,
             "threads": torch.get_num_threads(),
             "engine": engine,
             "ms_per_step": round(statistics.median(t), 3),

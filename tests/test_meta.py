@@ -49,6 +49,15 @@ def _batches(shape, k, n=24, m=10):
 
 
 CASES = [(_lenet, (1, 28, 28), 2), (_bnnet, (1, 8, 8), 3)]
+# The same checks on the GPU when there is one (forward-mode AD and cuDNN kernels differ there).
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")),
+]
+
+
+def _on(device, model, *tensors):
+    return model.to(device), *(t.to(device) for t in tensors)
 
 
 def _snapshot(model):
@@ -70,11 +79,11 @@ def _per_example_dot_products(model, x, y, xv, yv):
     return torch.stack(dots)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("make,shape,k", CASES, ids=["lenet", "bn_cnn"])
-def test_fast_equals_reference_and_model_untouched(make, shape, k):
-    model = make()
+def test_fast_equals_reference_and_model_untouched(make, shape, k, device):
+    model, x, y, xv, yv = _on(device, make(), *_batches(shape, k))
     model.eval()
-    x, y, xv, yv = _batches(shape, k)
     before = _snapshot(model)
     fast = l2rw_weights(model, x, y, xv, yv)
     ref = l2rw_weights(model, x, y, xv, yv, engine="reference")
@@ -88,10 +97,10 @@ def test_fast_equals_reference_and_model_untouched(make, shape, k):
     assert not model.training
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("make,shape,k", CASES, ids=["lenet", "bn_cnn"])
-def test_weights_equal_rectified_per_example_gradient_dot_products(make, shape, k):
-    model = make()
-    x, y, xv, yv = _batches(shape, k)
+def test_weights_equal_rectified_per_example_gradient_dot_products(make, shape, k, device):
+    model, x, y, xv, yv = _on(device, make(), *_batches(shape, k))
     expected = normalize_weights(_per_example_dot_products(model, x, y, xv, yv))
     torch.testing.assert_close(l2rw_weights(model, x, y, xv, yv), expected, rtol=1e-5, atol=1e-12)
 
@@ -112,12 +121,12 @@ def test_all_zero_weights_when_no_example_helps():
     )
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("make,shape,k", CASES, ids=["lenet", "bn_cnn"])
 @pytest.mark.parametrize("engine", ["fast", "reference"])
-def test_step_equals_weights_then_weighted_sgd(make, shape, k, engine):
+def test_step_equals_weights_then_weighted_sgd(make, shape, k, engine, device):
     """l2rw_step (shared forward) == weights at theta, then one SGD step on sum w_i l_i."""
-    x, y, xv, yv = _batches(shape, k)
-    model = make()
+    model, x, y, xv, yv = _on(device, make(), *_batches(shape, k))
     expected_w = l2rw_weights(model, x, y, xv, yv)
     manual = copy.deepcopy(model)
     manual.train()

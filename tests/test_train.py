@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import l2rw.methods.loop as loop
+import l2rw.tracking.record as record
 from l2rw.train import run
 
 FIG2_METHODS = ["baseline", "proportion", "resample", "hard_mining", "random", "l2rw"]
@@ -189,3 +190,14 @@ def test_divergence_is_recorded(tiny_cfg, tmp_path):
     record = run(tiny_cfg("train.lr=1e30"), tmp_path)
     assert record["status"] == "diverged"
     assert json.loads((tmp_path / "result.json").read_text())["status"] == "diverged"
+
+
+def test_commit_comes_from_the_environment_in_a_tree_without_git(monkeypatch):
+    def no_git(*args, **kwargs):
+        raise subprocess.CalledProcessError(128, args[0])
+
+    monkeypatch.setattr(record.subprocess, "run", no_git)
+    monkeypatch.delenv("L2RW_GIT_COMMIT", raising=False)
+    assert record.git_commit() is None
+    monkeypatch.setenv("L2RW_GIT_COMMIT", "0123abc")
+    assert record.git_commit() == "0123abc"

@@ -42,7 +42,12 @@ def read_record(run_dir: Path) -> dict[str, Any] | None:
 
 
 def git_commit() -> str | None:
-    """The commit of the code that ran (with '-dirty' when the tree has changes), if in git."""
+    """The commit of the code that ran (with '-dirty' when the tree has changes), if in git.
+
+    A tree shipped without its .git folder (copied to a cluster or a GPU box) has no history to
+    ask; there the commit it was copied from can be given in the environment variable
+    L2RW_GIT_COMMIT.
+    """
     here = Path(__file__).resolve().parent
     try:
         sha = subprocess.run(
@@ -56,7 +61,7 @@ def git_commit() -> str | None:
             check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return None
+        return os.environ.get("L2RW_GIT_COMMIT") or None
     return f"{sha}-dirty" if dirty else sha
 
 
