@@ -27,6 +27,7 @@ from l2rw.seeding import seed_everything
 from l2rw.tracking.record import (
     RECORD_NAME,
     SCHEMA_VERSION,
+    cell_of,
     device_description,
     environment,
     git_commit,
@@ -37,18 +38,6 @@ from l2rw.tracking.sinks import Tracker, open_wandb
 
 log = logging.getLogger("l2rw")
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-# Overrides that do not change what a job computes: left out of a cell's identity.
-NON_CELL_KEYS = (
-    "seed",
-    "scale",
-    "threads",
-    "force",
-    "paths.",
-    "logger.",
-    "train.progress",
-    "hydra.",
-    "table",
-)
 
 register_schemas()
 
@@ -67,11 +56,6 @@ def resolved(cfg: DictConfig) -> dict[str, Any]:
             f"The setting {err.full_key} has no value but this run needs one: pass "
             f"{err.full_key}=... on the command line."
         ) from None
-
-
-def cell_of(overrides: list[str]) -> list[str]:
-    """The overrides that define a table cell: everything but the seed and bookkeeping."""
-    return sorted(o for o in overrides if not o.lstrip("+~").startswith(NON_CELL_KEYS))
 
 
 def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> dict[str, Any]:

@@ -208,3 +208,27 @@ def test_commit_comes_from_the_environment_in_a_tree_without_git(monkeypatch):
     assert record.git_commit() is None
     monkeypatch.setenv("L2RW_GIT_COMMIT", "0123abc")
     assert record.git_commit() == "0123abc"
+
+
+def test_cell_leaves_out_seed_and_bookkeeping_only():
+    overrides = [
+        "seed=3",
+        "+table=l2rw_fig2",
+        "scale=full",
+        "threads=1",
+        "device=cuda",
+        "train.progress=false",
+        "paths.data_dir=/data",
+        "logger.wandb.mode=offline",
+        "hydra.launcher.n_jobs=15",
+        "method=l2rw",
+        "imbalance.majority_fraction=0.99",
+        "train.lr=0.01",
+        "seed_offset=1",
+    ]
+    assert record.cell_of(overrides) == [
+        "imbalance.majority_fraction=0.99",
+        "method=l2rw",
+        "seed_offset=1",
+        "train.lr=0.01",
+    ]

@@ -10,10 +10,7 @@ import pandas as pd
 
 from l2rw.report.records import Record
 from l2rw.report.spec import RUN_COLUMNS, TableSpec, hashable
-
-# Overrides that do not change what a run computes: ignored when comparing runs' settings.
-BOOKKEEPING = ("seed", "scale", "threads", "device", "force", "train.progress", "table")
-BOOKKEEPING_GROUPS = ("paths.", "logger.", "hydra.")
+from l2rw.tracking.record import is_bookkeeping, override_key
 
 
 def records_frame(records: list[Record], spec: TableSpec) -> pd.DataFrame:
@@ -74,9 +71,9 @@ def variant(cell: list[str], keys: list[str]) -> str:
     differ here were run with different settings and should not share a cell silently."""
     kept = []
     for override in cell:
-        key = override.lstrip("+~").split("=", 1)[0]
+        key = override_key(override)
         own = any(k == key or k.startswith(f"{key}.") for k in keys)
-        if own or key in BOOKKEEPING or key.startswith(BOOKKEEPING_GROUPS):
+        if own or is_bookkeeping(key):
             continue
         kept.append(override)
     return " ".join(sorted(kept))

@@ -13,6 +13,26 @@ import torch
 RECORD_NAME = "result.json"
 SCHEMA_VERSION = 1
 
+# Overrides that say how and where a job runs, not what it computes: never part of its cell.
+BOOKKEEPING_KEYS = frozenset(
+    {"seed", "scale", "threads", "device", "force", "train.progress", "table", "table_name"}
+)
+BOOKKEEPING_GROUPS = ("paths.", "logger.", "hydra.")
+
+
+def override_key(override: str) -> str:
+    """'+a.b=1' -> 'a.b'."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def is_bookkeeping(key: str) -> bool:
+    return key in BOOKKEEPING_KEYS or key.startswith(BOOKKEEPING_GROUPS)
+
+
+def cell_of(overrides: list[str]) -> list[str]:
+    """The overrides that define a table cell: everything but the seed and bookkeeping."""
+    return sorted(o for o in overrides if not is_bookkeeping(override_key(o)))
+
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write to a temp file in the same folder, then rename: readers never see half a file."""
