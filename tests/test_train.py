@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import l2rw.methods.loop as loop
-import l2rw.tracking.record as record
+import l2rw.tracking.record as record_module
 from l2rw.train import run
 
 FIG2_METHODS = ["baseline", "proportion", "resample", "hard_mining", "random", "l2rw"]
@@ -203,11 +203,11 @@ def test_commit_comes_from_the_environment_in_a_tree_without_git(monkeypatch):
     def no_git(*args, **kwargs):
         raise subprocess.CalledProcessError(128, args[0])
 
-    monkeypatch.setattr(record.subprocess, "run", no_git)
+    monkeypatch.setattr(record_module.subprocess, "run", no_git)
     monkeypatch.delenv("L2RW_GIT_COMMIT", raising=False)
-    assert record.git_commit() is None
+    assert record_module.git_commit() is None
     monkeypatch.setenv("L2RW_GIT_COMMIT", "0123abc")
-    assert record.git_commit() == "0123abc"
+    assert record_module.git_commit() == "0123abc"
 
 
 def test_cell_leaves_out_seed_and_bookkeeping_only():
@@ -226,7 +226,7 @@ def test_cell_leaves_out_seed_and_bookkeeping_only():
         "train.lr=0.01",
         "seed_offset=1",
     ]
-    assert record.cell_of(overrides) == [
+    assert record_module.cell_of(overrides) == [
         "imbalance.majority_fraction=0.99",
         "method=l2rw",
         "seed_offset=1",
