@@ -9,7 +9,7 @@ import pandas as pd
 from l2rw.report.aggregate import Aggregate, Problem, aggregate
 from l2rw.report.figures import FIGURES, FigureData, FigureError, Run
 from l2rw.report.files import write_all
-from l2rw.report.frame import records_frame
+from l2rw.report.frame import config_value, records_frame
 from l2rw.report.paper import PAPER_TABLES
 from l2rw.report.provenance import Provenance, provenance, scrub
 from l2rw.report.records import Record, load_local
@@ -82,7 +82,7 @@ def _load(spec: TableSpec, source: str) -> list[Record]:
 
 
 def _data_dir(record: Record) -> object:
-    return ((record.data.get("config") or {}).get("paths") or {}).get("data_dir")
+    return config_value(record.data.get("config") or {}, "paths.data_dir")
 
 
 def _no_records(spec: TableSpec, options: Options, frame: pd.DataFrame) -> str:

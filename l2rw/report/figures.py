@@ -20,12 +20,12 @@ from l2rw.registry import Registry
 from l2rw.report.frame import value_label
 from l2rw.report.records import Record
 from l2rw.report.spec import TableSpec, value_order
+from l2rw.tracking.sinks import METRICS_NAME
 
 FIGURES = Registry("figure")
 # Artifacts a run may save beside result.json for the figures below.
 TOY_BOUNDARY = "toy_boundary.npz"
 FEATURES = "features.npz"
-METRICS_JSONL = "metrics.jsonl"
 CURVES = ["test/acc", "train/loss"]
 TSNE_MAX_POINTS = 2000
 
@@ -200,12 +200,12 @@ def training_curves(data: FigureData) -> Figure:
     """
     logs = []
     for run in data.runs:
-        path = _artifact(run, METRICS_JSONL)
+        path = _artifact(run, METRICS_NAME)
         if path is not None:
             log = pd.read_json(path, lines=True).reindex(columns=["step", *CURVES])
             logs.append(log.assign(row=run.row, column=run.column))
     if not logs:
-        raise FigureError(f"training_curves needs {METRICS_JSONL} beside the records; none found.")
+        raise FigureError(f"training_curves needs {METRICS_NAME} beside the records; none found.")
     curves = pd.concat(logs, ignore_index=True)
     columns = [c for c in dict.fromkeys(data.cells["column"]) if c in set(curves["column"])]
     fig = new_figure(3.2 * len(columns) + 1, 5.2)

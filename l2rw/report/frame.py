@@ -46,7 +46,7 @@ def value_label(spec: TableSpec) -> str:
 def _row(record: Record, spec: TableSpec) -> dict[str, Any]:
     data, config = record.data, record.data.get("config") or {}
     metric = (data.get("metrics") or {}).get(spec.metric)
-    row = {short: hashable(_select(config, key)) for key, short in spec.short.items()}
+    row = {short: hashable(config_value(config, key)) for key, short in spec.short.items()}
     row.update(
         run=record.run,
         table=data.get("table"),
@@ -79,7 +79,8 @@ def variant(cell: list[str], keys: list[str]) -> str:
     return " ".join(sorted(kept))
 
 
-def _select(config: dict[str, Any], dotted: str) -> Any:
+def config_value(config: dict[str, Any], dotted: str) -> Any:
+    """config["a"]["b"] for "a.b"; None where the path does not exist."""
     node: Any = config
     for part in dotted.split("."):
         if not isinstance(node, dict) or part not in node:

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-RECORD_NAME = "result.json"
+from l2rw.tracking.record import RECORD_NAME
 
 
 @dataclass(frozen=True)

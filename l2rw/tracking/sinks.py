@@ -8,13 +8,14 @@ from typing import Any
 from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
+METRICS_NAME = "metrics.jsonl"
 
 
 class JsonlSink:
     """Appends one JSON object per logged step; truncated on resume to the checkpoint's step."""
 
     def __init__(self, run_dir: Path) -> None:
-        self.path = Path(run_dir) / "metrics.jsonl"
+        self.path = Path(run_dir) / METRICS_NAME
 
     def truncate_after(self, step: int) -> None:
         if not self.path.exists():
