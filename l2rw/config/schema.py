@@ -76,6 +76,9 @@ class MethodConf:
     val_weight_decay: bool = False
     # Random baseline (L2RW Eq. 16): std of the Gaussian before rectification.
     random_std: float = 1.0
+    # PROPORTION: inverse-frequency weights summing to 1 in "expected" value over batches,
+    # normalised per "batch", or the L2RW "authors'" unnormalised p / 1 - p.
+    weighting: str = "expected"
     # Resample: draw class-balanced mini-batches.
     balanced_batches: bool = False
     # Training batch size for this method, when it differs from train.batch_size.

@@ -11,6 +11,7 @@ CHOICES = {
     "dataset.augment": ("none", "crop_flip"),
     "dataset.hyper_val_from": ("train", "test"),
     "method.engine": ("fast", "reference"),
+    "method.weighting": ("expected", "batch", "authors"),
 }
 
 

@@ -1,6 +1,7 @@
 """Per-batch example re-weighting methods of the L2RW paper (Sec. 4.1 and Eq. 16), and L2RW.
 
-Every rule takes one optimizer step on sum_i w_i * loss_i with weights summing to one (or all zero).
+Every rule takes one optimizer step on sum_i w_i * loss_i; the weights sum to one (or are all
+zero), except PROPORTION's, which sum to one in expectation over batches.
 """
 
 import torch
@@ -41,15 +42,41 @@ def resample(ctx: RunContext) -> dict:
     return train_loop(ctx, lambda m, o, b: _weighted_step(m, o, b, _uniform))
 
 
+def proportion_weights(labels: Tensor, counts: Tensor, form: str) -> Tensor:
+    """Inverse-frequency weights of a batch with observed `labels`, given the training set's
+    per-class `counts` (L2RW Sec. 4.1, PROPORTION).
+
+    - `expected`: w_i = N / (K n_{y_i} B), K the classes present. Every class gets an expected
+      1/K of the batch's weight, whatever the ratio, and the weights sum to 1 in expectation
+      (not per batch), so a batch without a minority example is a smaller step, not a uniform one.
+    - `batch`: 1 / n_{y_i}, normalised to sum 1 within each batch. A batch without a minority
+      example becomes a uniform step, so the minority's expected share falls with the ratio.
+    - `authors`: 1 - n_{y_i} / N, unnormalised (the L2RW authors' MNIST code: minority weight p,
+      majority 1 - p, for two classes).
+    """
+    counts = counts.to(labels.device, torch.float64)
+    n_total, present = counts.sum(), (counts > 0).sum()
+    if form == "expected":
+        w = n_total / (present * counts[labels] * len(labels))
+    elif form == "batch":
+        w = 1.0 / counts[labels]
+        w = w / w.sum()
+    elif form == "authors":
+        w = 1.0 - counts[labels] / n_total
+    else:
+        raise ValueError(f"unknown PROPORTION form {form!r}: use expected, batch or authors")
+    return w.float()
+
+
 @METHODS.register("proportion")
 def proportion(ctx: RunContext) -> dict:
-    """Weight each example by the inverse frequency of its (observed) class in the training set."""
-    counts = torch.bincount(ctx.data.train.y, minlength=ctx.data.num_classes).float()
-    inverse = torch.where(counts > 0, 1.0 / counts.clamp(min=1), torch.zeros_like(counts))
+    """Weight each example by the inverse frequency of its (observed) class in the training set;
+    `method.weighting` picks the normalisation (see `proportion_weights`)."""
+    counts = torch.bincount(ctx.data.train.y, minlength=ctx.data.num_classes)
+    form = ctx.cfg.method.weighting
 
     def weigh(losses: Tensor, batch: Batch) -> Tensor:
-        w = inverse[batch.y]
-        return w / w.sum()
+        return proportion_weights(batch.y, counts, form)
 
     return train_loop(ctx, lambda m, o, b: _weighted_step(m, o, b, weigh))
 
