@@ -18,8 +18,9 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue
+from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
+from l2rw.config.resolvers import register_resolvers
 from l2rw.config.schema import register_schemas
 from l2rw.config.validate import validate
 from l2rw.errors import ConfigError, UserError
@@ -40,6 +41,7 @@ log = logging.getLogger("l2rw")
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 register_schemas()
+register_resolvers()
 
 
 def pick_device(name: str) -> torch.device:
@@ -56,6 +58,13 @@ def resolved(cfg: DictConfig) -> dict[str, Any]:
             f"The setting {err.full_key} has no value but this run needs one: pass "
             f"{err.full_key}=... on the command line."
         ) from None
+    except InterpolationResolutionError as err:
+        cause = err.__cause__ or err.__context__
+        while cause is not None and not isinstance(cause, ConfigError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        raise ConfigError(f"The setting {err.full_key}: {cause}") from None
 
 
 def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> dict[str, Any]:

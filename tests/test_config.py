@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from conftest import compose_cfg
 from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from l2rw.config.validate import validate
@@ -46,6 +47,12 @@ def test_groups_have_the_documented_options():
 def test_every_option_composes(group, option):
     cfg = compose_cfg([f"{group}={option}"])
     assert cfg[group].name == option
+
+
+@pytest.mark.parametrize("protocol", _options("protocol"))
+def test_every_protocol_composes_and_resolves(protocol):
+    cfg = compose_cfg(["dataset=cifar10", "model=resnet32", f"protocol={protocol}"])
+    OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
 
 
 @pytest.mark.parametrize("table", _options("table"))

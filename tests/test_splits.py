@@ -2,8 +2,10 @@
 
 import numpy as np
 import torch
+from conftest import compose_cfg
 
 from l2rw.data.splits import build_data
+from l2rw.train import run
 
 
 def _positions(bundle):
@@ -77,3 +79,96 @@ def test_toy2d_uses_its_own_split(tiny_cfg):
     assert sizes["train"] + sizes["clean"] == 600
     assert sizes["hyper_val"] == 160 and sizes["test"] == 240
     assert data.train.x.dtype == torch.float32
+
+
+def _flip_targets(split) -> set[int]:
+    flipped = split.y != split.y_true
+    return set(split.y[flipped].tolist())
+
+
+def test_hyper_validation_gets_the_training_background_class(tiny_cfg):
+    # The class is drawn (no noise.background_class): one draw for both splits, every seed.
+    for seed in range(4):
+        cfg = tiny_cfg(
+            "noise=background", "noise.rate=0.5", "dataset.hyper_val_size=60", f"seed={seed}"
+        )
+        data = build_data(cfg)
+        b = data.facts["noise"]["background_class"]
+        assert _flip_targets(data.train) == {b}
+        assert _flip_targets(data.hyper_val) == {b}
+
+
+def test_hyper_validation_gets_the_training_permutation(tiny_cfg):
+    cfg = tiny_cfg(
+        "noise=adversarial",
+        "noise.mapping=derangement",
+        "noise.rate=0.5",
+        "dataset.hyper_val_size=60",
+    )
+    data = build_data(cfg)
+    perm = torch.tensor(data.facts["noise"]["permutation"])
+    for split in (data.train, data.hyper_val):
+        flipped = split.y != split.y_true
+        assert flipped.sum() == round(0.5 * len(split))
+        assert torch.equal(split.y[flipped], perm[split.y_true[flipped]])
+
+
+def test_real_noise_labels_hyper_validation_from_the_same_file(tiny_cfg, tmp_path):
+    file_labels = (np.arange(400) * 7 + 3) % 10  # a fixed relabelling of the 400 images
+    np.save(tmp_path / "labels.npy", file_labels)
+    cfg = tiny_cfg(
+        "noise=real", f"noise.path={tmp_path / 'labels.npy'}", "dataset.hyper_val_size=40"
+    )
+    data = build_data(cfg)
+    for split in (data.train, data.hyper_val):
+        assert np.array_equal(split.y.numpy(), file_labels[split.index])
+    assert int((data.hyper_val.y != data.hyper_val.y_true).sum()) > 0
+    assert data.facts["noise"]["path"] == str(tmp_path / "labels.npy")
+
+
+def test_background_protocol_uses_the_papers_trial_classes_and_ten_clean_per_class(tiny_cfg):
+    for dataset, classes in (("cifar10", [0, 1, 3, 5, 7]), ("cifar100", [7, 12, 41, 62, 85])):
+        for seed, expected in enumerate(classes):
+            cfg = compose_cfg(
+                [f"dataset={dataset}", "model=resnet32", "protocol=l2rw_background", f"seed={seed}"]
+            )
+            assert cfg.noise.name == "background" and cfg.noise.background_class == expected
+            assert cfg.dataset.clean_per_class == 10 and cfg.dataset.clean_size == 0
+    cfg = compose_cfg(["dataset=cifar10", "model=resnet32", "protocol=l2rw_uniform"])
+    assert cfg.noise.name == "uniform_flip" and cfg.dataset.clean_size == 1000
+    # On the tiny MNIST: 10 clean images of each class, the per-trial class for seed 1.
+    cfg = tiny_cfg("protocol=l2rw_background", "+dataset.background_trial_classes=[4,8]", "seed=1")
+    data = build_data(cfg)
+    assert data.facts["clean_class_counts"] == [10] * 10
+    assert _flip_targets(data.train) == {8}
+
+
+def test_background_protocol_refuses_a_seed_without_a_paper_trial(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("protocol=l2rw_background", "+dataset.background_trial_classes=[4,8]", "seed=2")
+    record = run(cfg, tmp_path)
+    assert record["status"] == "failed"
+    assert "seed=2 has no per-trial value" in record["error"]
+
+
+def test_clean_size_and_clean_per_class_together_are_refused(tiny_cfg, tmp_path):
+    record = run(tiny_cfg("dataset.clean_size=20", "dataset.clean_per_class=2"), tmp_path)
+    assert record["status"] == "failed" and "one size" in record["error"]
+
+
+def test_rbc_protocol_clean_validation_from_test_uniform_meta_set_full_head(tiny_cfg):
+    cfg = tiny_cfg(
+        "protocol=rbc",
+        "noise=adversarial",
+        "noise.rate=0.6",
+        "imbalance=longtail",
+        "imbalance.factor=4",
+        "dataset.hyper_val_size=10",
+        "dataset.clean_size=7",  # not a multiple of 10: drawn uniformly, not per class
+    )
+    data = build_data(cfg)
+    assert data.facts["sizes"]["hyper_val"] == 10 and data.facts["sizes"]["test"] == 90
+    assert torch.equal(data.hyper_val.y, data.hyper_val.y_true)  # noise-free validation
+    assert data.facts["sizes"]["clean"] == 7
+    # The head is counted on the whole training split: 40 images of class 0 in the tiny MNIST.
+    head = data.facts["class_counts"][0] + data.facts["clean_class_counts"][0]
+    assert head == 40

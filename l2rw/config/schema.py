@@ -26,6 +26,9 @@ class DatasetConf:
     # Clean pool with true labels, carved out of the training images (the meta / validation set).
     clean_size: int = 0
     clean_balanced: bool = True
+    # Or this many clean images of each class (L2RW BackgroundFlip: "10 clean images per label
+    # class"); null: use clean_size. Setting both is an error.
+    clean_per_class: int | None = None
     # True: carve the clean pool out of the (imbalanced) training budget (L2RW MNIST);
     # False: carve it from the full training split before imbalance is applied (MW-Net long tail).
     clean_from_budget: bool = True
@@ -33,6 +36,8 @@ class DatasetConf:
     hyper_val_size: int = 0
     hyper_val_from: str = "train"  # "train" (L2RW: corrupted like training) or "test" (RBC)
     hyper_val_noisy: bool = True
+    # L2RW BackgroundFlip's background class for trials 1-5 (seeds 0-4), per dataset.
+    background_trial_classes: list[int] | None = None
     # Limit the training pool (before imbalance / clean split) for cheap runs; null = all.
     train_subset: int | None = None
     test_subset: int | None = None

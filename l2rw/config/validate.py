@@ -101,6 +101,13 @@ def _validate_sizes(cfg: DictConfig) -> None:
     ds, train = cfg.dataset, cfg.train
     for key in ("clean_size", "hyper_val_size"):
         _require(ds[key] >= 0, f"dataset.{key}={ds[key]} must be >= 0.")
+    if ds.clean_per_class is not None:
+        _require(
+            ds.clean_per_class > 0 and ds.clean_size == 0,
+            f"dataset.clean_per_class={ds.clean_per_class} with dataset.clean_size="
+            f"{ds.clean_size}: give the clean pool one size, either clean_per_class > 0 with "
+            f"dataset.clean_size=0, or clean_size with dataset.clean_per_class=null.",
+        )
     _require(train.length > 0, f"train.length={train.length} must be positive.")
     _require(train.batch_size > 0, f"train.batch_size={train.batch_size} must be positive.")
     _require(
@@ -109,7 +116,8 @@ def _validate_sizes(cfg: DictConfig) -> None:
     )
     if cfg.method.name == "l2rw":
         _require(
-            ds.clean_size > 0,
+            ds.clean_size > 0 or ds.clean_per_class is not None,
             "method=l2rw needs a clean validation pool: set dataset.clean_size > 0 "
-            "(e.g. dataset.clean_size=10 for the MNIST imbalance task).",
+            "(e.g. dataset.clean_size=10 for the MNIST imbalance task) or "
+            "dataset.clean_per_class.",
         )

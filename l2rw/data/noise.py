@@ -1,13 +1,17 @@
-"""Label noise: each type is one registered function returning the observed labels.
+"""Label noise: each type is one registered function that draws the noise process once.
 
-A noise function takes `(labels, num_classes, rate, rng, **options)` and may change `labels` in
-place: `apply_noise` hands it a private int64 copy. Only `rng` supplies randomness.
+A noise function takes `(num_classes, rate, rng, **options)`, draws whatever the process fixes for
+the whole run (BackgroundFlip's class, the adversarial permutation, the label file) and returns a
+`NoiseProcess`. Applying that process to several splits (training and hyper-validation) corrupts
+them with the same class / permutation / file, and only the examples picked differ. A process's
+`corrupt` may change the labels in place: `NoiseProcess.__call__` hands it a private int64 copy.
 """
 
 import csv
-import inspect
 import os
 import pickle
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +23,42 @@ from l2rw.registry import Registry
 
 NOISES = Registry("noise")
 
+# corrupt(labels, rng, source_index) -> observed labels; source_index holds the positions of
+# `labels` in the full source training set (used by `real`).
+Corrupt = Callable[[np.ndarray, np.random.Generator, np.ndarray | None], np.ndarray]
+
+
+@dataclass
+class NoiseProcess:
+    """One run's noise: `params` are what was drawn or given (written into the record)."""
+
+    name: str
+    rate: float
+    corrupt: Corrupt
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __call__(
+        self,
+        labels: np.ndarray,
+        rng: np.random.Generator,
+        source_index: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Observed labels for `labels` (left untouched)."""
+        return self.corrupt(np.array(labels, dtype=np.int64), rng, source_index)
+
+
+def noise_process(
+    name: str, num_classes: int, rate: float, rng: np.random.Generator, **options: Any
+) -> NoiseProcess:
+    """Draw the noise process `name` at `rate`, once for every split it will corrupt."""
+    if not 0.0 <= rate <= 1.0:
+        raise ConfigError(
+            f"noise rate {rate} is outside [0, 1]: set noise.rate to the fraction of training "
+            "labels to corrupt, e.g. noise.rate=0.4 for 40%."
+        )
+    corrupt, params = NOISES.get(name)(num_classes, rate, rng, **options)
+    return NoiseProcess(name, rate, corrupt, params)
+
 
 def apply_noise(
     name: str,
@@ -29,20 +69,8 @@ def apply_noise(
     source_index: np.ndarray | None = None,
     **options: Any,
 ) -> np.ndarray:
-    """Observed labels after noise `name` at `rate`; `labels` is left untouched.
-
-    `source_index` holds the positions of `labels` in the full source training set; only noise
-    types that read per-example labels from a file (`real`) use it.
-    """
-    if not 0.0 <= rate <= 1.0:
-        raise ConfigError(
-            f"noise rate {rate} is outside [0, 1]: set noise.rate to the fraction of training "
-            "labels to corrupt, e.g. noise.rate=0.4 for 40%."
-        )
-    fn = NOISES.get(name)
-    if "source_index" in inspect.signature(fn).parameters:
-        options["source_index"] = source_index
-    return fn(np.array(labels, dtype=np.int64), num_classes, rate, rng, **options)
+    """Observed labels after noise `name` at `rate` on one split; `labels` is left untouched."""
+    return noise_process(name, num_classes, rate, rng, **options)(labels, rng, source_index)
 
 
 def transition_matrix(
@@ -68,64 +96,70 @@ def _need_two_classes(name: str, num_classes: int) -> None:
 
 
 @NOISES.register("none")
-def _none(
-    labels: np.ndarray, num_classes: int, rate: float, rng: np.random.Generator
-) -> np.ndarray:
-    return labels
+def _none(num_classes: int, rate: float, rng: np.random.Generator):
+    return (lambda labels, rng, source_index: labels), {}
 
 
 @NOISES.register("uniform_flip")
-def _uniform_flip(
-    labels: np.ndarray, num_classes: int, rate: float, rng: np.random.Generator
-) -> np.ndarray:
-    """Both papers' text: a `rate` fraction flips to one of the K-1 *other* classes, uniformly."""
+def _uniform_flip(num_classes: int, rate: float, rng: np.random.Generator):
+    """Both papers' text: exactly round(rate N) labels flip, each to one of the K-1 *other*
+    classes, uniformly."""
     _need_two_classes("uniform_flip", num_classes)
-    picked = _pick(len(labels), rate, rng)
-    offset = rng.integers(1, num_classes, size=len(picked))
-    labels[picked] = (labels[picked] + offset) % num_classes
-    return labels
+
+    def corrupt(labels: np.ndarray, rng: np.random.Generator, source_index) -> np.ndarray:
+        picked = _pick(len(labels), rate, rng)
+        offset = rng.integers(1, num_classes, size=len(picked))
+        labels[picked] = (labels[picked] + offset) % num_classes
+        return labels
+
+    return corrupt, {}
 
 
 @NOISES.register("uniform")
-def _uniform(
-    labels: np.ndarray, num_classes: int, rate: float, rng: np.random.Generator
-) -> np.ndarray:
-    """Meta-Weight-Net's C = rate/K 11^T + (1-rate) I: the true label may be redrawn, so the
-    expected realized rate is rate (K-1)/K and the count is random."""
-    redraw = rng.random(len(labels)) < rate
-    labels[redraw] = rng.integers(0, num_classes, size=int(redraw.sum()))
-    return labels
+def _uniform(num_classes: int, rate: float, rng: np.random.Generator):
+    """The transition matrix C = rate/K 11^T + (1-rate) I (RBC authors' code, MW-Net): the true
+    label may be redrawn, so the expected realized rate is rate (K-1)/K and the count is random."""
+
+    def corrupt(labels: np.ndarray, rng: np.random.Generator, source_index) -> np.ndarray:
+        redraw = rng.random(len(labels)) < rate
+        labels[redraw] = rng.integers(0, num_classes, size=int(redraw.sum()))
+        return labels
+
+    return corrupt, {}
 
 
 @NOISES.register("background")
 def _background(
-    labels: np.ndarray,
     num_classes: int,
     rate: float,
     rng: np.random.Generator,
     background_class: int | None = None,
-) -> np.ndarray:
-    """L2RW's BackgroundFlip: a `rate` fraction all get one class b (drawn when not given)."""
+):
+    """L2RW's BackgroundFlip: a `rate` fraction all get one class b (drawn once when not given)."""
     b = int(rng.integers(num_classes)) if background_class is None else background_class
     if not 0 <= b < num_classes:
         raise ConfigError(
             f"noise background_class={b} is not a class of this dataset (0..{num_classes - 1})."
         )
-    labels[_pick(len(labels), rate, rng)] = b
-    return labels
+
+    def corrupt(labels: np.ndarray, rng: np.random.Generator, source_index) -> np.ndarray:
+        labels[_pick(len(labels), rate, rng)] = b
+        return labels
+
+    return corrupt, {"background_class": b}
 
 
 @NOISES.register("adversarial")
 def _adversarial(
-    labels: np.ndarray,
     num_classes: int,
     rate: float,
     rng: np.random.Generator,
     mapping: str = "next",
-) -> np.ndarray:
+):
     """RBC's adversarial noise: picked examples of class c all get m(c) ("0 are all given 1").
 
-    `next`: m(c) = (c + 1) mod K; `derangement`: a random permutation without fixed points.
+    `next`: m(c) = (c + 1) mod K; `derangement`: a random permutation without fixed points,
+    drawn once.
     """
     _need_two_classes("adversarial", num_classes)
     if mapping == "next":
@@ -138,9 +172,13 @@ def _adversarial(
         raise ConfigError(
             f"noise mapping '{mapping}' is unknown: use mapping=next or mapping=derangement."
         )
-    picked = _pick(len(labels), rate, rng)
-    labels[picked] = target[labels[picked]]
-    return labels
+
+    def corrupt(labels: np.ndarray, rng: np.random.Generator, source_index) -> np.ndarray:
+        picked = _pick(len(labels), rate, rng)
+        labels[picked] = target[labels[picked]]
+        return labels
+
+    return corrupt, {"mapping": mapping, "permutation": target.tolist()}
 
 
 def _read_label_file(path: Path, key: str | None) -> np.ndarray:
@@ -178,16 +216,15 @@ def _read_label_file(path: Path, key: str | None) -> np.ndarray:
 
 @NOISES.register("real")
 def _real(
-    labels: np.ndarray,
     num_classes: int,
     rate: float,
     rng: np.random.Generator,
     path: str | os.PathLike | None = None,
     key: str | None = None,
-    source_index: np.ndarray | None = None,
-) -> np.ndarray:
+):
     """Human labels from a file indexing the full source training set (e.g. CIFAR-N);
-    `rate` is not used: the file decides which labels are wrong."""
+    `rate` is not used: the file decides which labels are wrong. Every split taken from the
+    training images reads its labels from the same file, by source position."""
     if path is None:
         raise ConfigError(
             "noise 'real' needs the option path=... naming a label file (.npy, .csv, .txt or "
@@ -201,22 +238,25 @@ def _real(
     except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
         raise DataError(f"noise 'real': cannot read labels from {path} ({e}).") from None
     noisy = noisy.reshape(-1)
-    if source_index is None:
-        source_index = np.arange(len(labels))
-        fits = len(noisy) == len(labels)
-    else:
-        source_index = np.asarray(source_index)
-        fits = len(source_index) == len(labels) and source_index.max(initial=-1) < len(noisy)
-    if not fits:
-        raise DataError(
-            f"noise 'real': {path} holds {len(noisy)} labels, which does not match the "
-            f"{len(labels)} training examples; the file must index the full source training set "
-            "(e.g. 50000 entries for CIFAR), and subsets must pass source_index."
-        )
-    picked = noisy[source_index]
-    if not np.issubdtype(picked.dtype, np.number) or np.any(picked != np.round(picked)):
+    if not np.issubdtype(noisy.dtype, np.number) or np.any(noisy != np.round(noisy)):
         raise DataError(f"noise 'real': {path} holds non-integer labels.")
-    picked = picked.astype(np.int64)
-    if len(picked) and (picked.min() < 0 or picked.max() >= num_classes):
-        raise DataError(f"noise 'real': {path} has labels outside 0..{num_classes - 1}.")
-    return picked
+
+    def corrupt(labels: np.ndarray, rng: np.random.Generator, source_index) -> np.ndarray:
+        if source_index is None:
+            source_index = np.arange(len(labels))
+            fits = len(noisy) == len(labels)
+        else:
+            source_index = np.asarray(source_index)
+            fits = len(source_index) == len(labels) and source_index.max(initial=-1) < len(noisy)
+        if not fits:
+            raise DataError(
+                f"noise 'real': {path} holds {len(noisy)} labels, which does not match the "
+                f"{len(labels)} training examples; the file must index the full source training "
+                "set (e.g. 50000 entries for CIFAR), and subsets must pass source_index."
+            )
+        picked = noisy[source_index].astype(np.int64)
+        if len(picked) and (picked.min() < 0 or picked.max() >= num_classes):
+            raise DataError(f"noise 'real': {path} has labels outside 0..{num_classes - 1}.")
+        return picked
+
+    return corrupt, {"path": str(path), "key": key}

@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig
 
 from l2rw.data.imbalance import apply_imbalance
-from l2rw.data.noise import apply_noise
+from l2rw.data.noise import NoiseProcess, noise_process
 from l2rw.data.sources import RawSource, load_source, toy2d_splits
 from l2rw.errors import ConfigError
 from l2rw.seeding import DATA, derive_seed
@@ -61,7 +61,7 @@ def _take(rng: np.random.Generator, pool: np.ndarray, n: int, what: str) -> np.n
 
 
 def _take_clean(
-    rng: np.random.Generator, pool: np.ndarray, labels: np.ndarray, n: int, k: int, balanced: bool
+    rng: np.random.Generator, pool: np.ndarray, labels: np.ndarray, n: int, balanced: bool, k: int
 ) -> np.ndarray:
     if not balanced:
         return _take(rng, pool, n, "clean pool")
@@ -74,6 +74,13 @@ def _take_clean(
         _take(rng, pool[labels[pool] == c], n // k, f"clean pool for class {c}") for c in range(k)
     ]
     return np.sort(np.concatenate(parts))
+
+
+def clean_request(ds: DictConfig, num_classes: int) -> tuple[int, bool]:
+    """(size, balanced) of the clean pool: `clean_per_class` per class, or `clean_size`."""
+    if ds.clean_per_class is not None:
+        return ds.clean_per_class * num_classes, True
+    return ds.clean_size, ds.clean_balanced
 
 
 def _split(src: RawSource, pos: np.ndarray, observed: np.ndarray, true: np.ndarray) -> Split:
@@ -132,7 +139,7 @@ def build_data(cfg: DictConfig) -> DataBundle:
         test_pos = np.setdiff1d(test_pos, hv_pos)
 
     if not ds.clean_from_budget:
-        clean_pos = _take_clean(rng, pool, labels, ds.clean_size, k, ds.clean_balanced)
+        clean_pos = _take_clean(rng, pool, labels, *clean_request(ds, k), k)
         pool = np.setdiff1d(pool, clean_pos)
     imb_opts = {key: v for key, v in cfg.imbalance.items() if key != "name" and v is not None}
     imb = apply_imbalance(cfg.imbalance.name, labels[pool], k, rng, **imb_opts)
@@ -140,24 +147,17 @@ def build_data(cfg: DictConfig) -> DataBundle:
     remap = _remapper(imb.label_map)
     mapped = remap(labels)
     if ds.clean_from_budget:
-        clean_pos = _take_clean(
-            rng, pool, mapped, ds.clean_size, imb.num_classes, ds.clean_balanced
-        )
+        n_clean, balanced = clean_request(ds, imb.num_classes)
+        clean_pos = _take_clean(rng, pool, mapped, n_clean, balanced, imb.num_classes)
         pool = np.setdiff1d(pool, clean_pos)
     elif imb.label_map is not None:
         clean_pos = clean_pos[np.isin(labels[clean_pos], list(imb.label_map))]
 
-    noise_rate = float(cfg.noise.rate)
-    train_true = mapped[pool]
-    train_obs = apply_noise(
-        cfg.noise.name,
-        train_true,
-        imb.num_classes,
-        noise_rate,
-        rng,
-        source_index=pool,
-        **_noise_options(cfg),
+    noise = noise_process(
+        cfg.noise.name, imb.num_classes, float(cfg.noise.rate), rng, **_noise_options(cfg)
     )
+    train_true = mapped[pool]
+    train_obs = noise(train_true, rng, source_index=pool)
 
     if imb.label_map is not None:
         keep = list(imb.label_map)
@@ -165,10 +165,10 @@ def build_data(cfg: DictConfig) -> DataBundle:
         test_pos = test_pos[np.isin(test_src.y[test_pos], keep)]
     hv_true = remap(hv_src.y[hv_pos])
     hv_obs = hv_true
-    if ds.hyper_val_noisy and hv_src is train_src and cfg.noise.name != "real":
-        hv_obs = apply_noise(
-            cfg.noise.name, hv_true, imb.num_classes, noise_rate, rng, **_noise_options(cfg)
-        )
+    if ds.hyper_val_noisy and hv_src is train_src:
+        # "We also corrupt the hyper-validation set with the same noise type": the same drawn
+        # process (class, permutation, label file) as the training set.
+        hv_obs = noise(hv_true, rng, source_index=hv_pos)
     test_true = remap(test_src.y[test_pos])
 
     bundle = DataBundle(
@@ -178,7 +178,7 @@ def build_data(cfg: DictConfig) -> DataBundle:
         test=_split(test_src, test_pos, test_true, test_true),
         num_classes=imb.num_classes,
     )
-    bundle.facts = data_facts(bundle, cfg.noise.name, noise_rate)
+    bundle.facts = data_facts(bundle, noise)
     return bundle
 
 
@@ -199,7 +199,7 @@ def _remapper(label_map: dict[int, int] | None):
     return remap
 
 
-def data_facts(bundle: DataBundle, noise_name: str, noise_rate: float) -> dict[str, Any]:
+def data_facts(bundle: DataBundle, noise: NoiseProcess) -> dict[str, Any]:
     """Sizes, class counts and realized noise: what a record states about its data."""
     train = bundle.train
     k = bundle.num_classes
@@ -211,8 +211,9 @@ def data_facts(bundle: DataBundle, noise_name: str, noise_rate: float) -> dict[s
         "class_counts_observed": torch.bincount(train.y, minlength=k).tolist(),
         "clean_class_counts": torch.bincount(bundle.clean.y_true, minlength=k).tolist(),
         "noise": {
-            "name": noise_name,
-            "rate": noise_rate,
+            "name": noise.name,
+            "rate": noise.rate,
+            **noise.params,
             "realized_rate": float(flipped.mean()) if len(train) else 0.0,
         },
     }

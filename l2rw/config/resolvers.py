@@ -1,0 +1,27 @@
+"""OmegaConf resolvers the configs use, registered once at import of the entrypoint."""
+
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from l2rw.errors import ConfigError
+
+
+def by_seed(values: Any, *, _root_: Any) -> Any:
+    """`${by_seed:[a,b,c]}`: the value of trial `seed` (seed 0 is a paper's trial 1).
+
+    For settings a paper fixes per trial, e.g. L2RW's BackgroundFlip class of trials 1-5.
+    """
+    seed, values = int(_root_.seed), list(values or [])
+    if not 0 <= seed < len(values):
+        raise ConfigError(
+            f"seed={seed} has no per-trial value in {values}: the paper fixes this setting for "
+            f"trials 1-{len(values)} only, so use seeds 0-{len(values) - 1} or set the value "
+            "itself on the command line."
+        )
+    return values[seed]
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("by_seed"):
+        OmegaConf.register_new_resolver("by_seed", by_seed)
