@@ -232,3 +232,28 @@ def test_cell_leaves_out_seed_and_bookkeeping_only():
         "seed_offset=1",
         "train.lr=0.01",
     ]
+
+
+def test_run_folder_is_the_cell_plus_seed_and_scale():
+    job = [
+        "method=l2rw",
+        "seed=3",
+        "scale=full",
+        "+table=l2rw_fig2",
+        "imbalance.majority_fraction=0.99",
+    ]
+    rerun = [*job, "device=cuda", "threads=1", "paths.data_dir=/d", "logger.wandb.mode=offline"]
+    name = "imbalance.majority_fraction=0.99,method=l2rw,scale=full,seed=3"
+    assert record_module.run_dirname(job) == record_module.run_dirname(rerun) == name
+    assert record_module.cell_of(rerun) == ["imbalance.majority_fraction=0.99", "method=l2rw"]
+
+
+def test_device_override_reuses_the_sweep_folder(tmp_path, data_dir):
+    args = ["-m", "seed=0", "train.length=2", "train.eval_every=2", "dataset.hyper_val_size=0"]
+    args.append("hydra.sweep.dir=" + str(tmp_path / "sweep"))
+    assert _cli(args, tmp_path / "unused", data_dir).returncode == 0
+    again = _cli([*args, "device=cpu", "threads=1"], tmp_path / "unused", data_dir)
+    assert again.returncode == 0
+    folders = [p.parent.name for p in (tmp_path / "sweep").glob("*/result.json")]
+    assert len(folders) == 1 and "seed=0" in folders[0] and "device" not in folders[0]
+    assert "Skipping" in again.stdout + again.stderr

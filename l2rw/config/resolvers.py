@@ -22,6 +22,17 @@ def by_seed(values: Any, *, _root_: Any) -> Any:
     return values[seed]
 
 
+def run_dirname(overrides: Any) -> str:
+    """`${run_dirname:${hydra.overrides.task}}`: a sweep job's folder (l2rw.tracking.record)."""
+    from l2rw.tracking.record import run_dirname as dirname
+
+    return dirname(list(overrides))
+
+
+RESOLVERS = {"by_seed": by_seed, "run_dirname": run_dirname}
+
+
 def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("by_seed"):
-        OmegaConf.register_new_resolver("by_seed", by_seed)
+    for name, fn in RESOLVERS.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)

@@ -18,6 +18,8 @@ BOOKKEEPING_KEYS = frozenset(
     {"seed", "scale", "threads", "device", "force", "train.progress", "table", "table_name"}
 )
 BOOKKEEPING_GROUPS = ("paths.", "logger.", "hydra.")
+# Of those, the ones that name a job's folder beside its cell (one folder per seed and scale).
+RUN_DIR_KEYS = ("seed", "scale")
 
 
 def override_key(override: str) -> str:
@@ -32,6 +34,16 @@ def is_bookkeeping(key: str) -> bool:
 def cell_of(overrides: list[str]) -> list[str]:
     """The overrides that define a table cell: everything but the seed and bookkeeping."""
     return sorted(o for o in overrides if not is_bookkeeping(override_key(o)))
+
+
+def run_dirname(overrides: list[str]) -> str:
+    """A sweep job's folder name: its cell plus seed and scale, sorted, comma-joined.
+
+    The sweep's `hydra.sweep.subdir` is this (`conf/hydra/default.yaml`), so a re-run that differs
+    only in bookkeeping (device, threads, paths, W&B mode) finds the same folder, skips or resumes.
+    """
+    kept = [o for o in overrides if override_key(o) in RUN_DIR_KEYS]
+    return ",".join(sorted(cell_of(overrides) + kept))
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
