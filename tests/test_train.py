@@ -47,7 +47,7 @@ def test_every_figure2_method_runs(tiny_cfg, tmp_path, method):
         "dataset.clean_size=10",
         "train.max_steps=6",
         "train.batch_size=16",
-        "train.val_batch_size=10",
+        "train.meta_batch_size=10",
         "train.eval_every=3",
         "train.lr=0.05",
     )

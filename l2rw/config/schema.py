@@ -101,7 +101,8 @@ class TrainLoopConf:
     unit: str = "steps"
     length: int = 8000
     batch_size: int = 100
-    val_batch_size: int = 100
+    # Clean (meta) examples per step for L2RW and meta re-weighting.
+    meta_batch_size: int = 100
     lr: float = 0.001
     momentum: float = 0.9
     nesterov: bool = False

@@ -126,7 +126,7 @@ def l2rw(ctx: RunContext) -> dict:
     Clean batches go through the same augmentation as training batches (authors' CIFAR code).
     """
     cfg, clean = ctx.cfg, ctx.data.clean
-    stream = EpochStream(len(clean), cfg.train.val_batch_size, cfg.seed, CLEAN_BATCHES)
+    stream = EpochStream(len(clean), cfg.train.meta_batch_size, cfg.seed, CLEAN_BATCHES)
     preprocess = ctx.preprocess
     decay = cfg.train.weight_decay if cfg.method.val_weight_decay else 0.0
 
