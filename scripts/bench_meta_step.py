@@ -1,7 +1,9 @@
-"""Time a plain SGD step against the reference and fast L2RW steps, in one process.
+"""Time a plain SGD step against the reference and fast L2RW and meta re-weighting steps.
 
-The three steps are interleaved and repeated so that machine load affects them alike; each line
-of output is one JSON object with the median milliseconds per step and its ratio to the SGD step.
+All steps run in one process on one model and momentum-0.9 SGD optimizer; they are interleaved
+and repeated so that machine load affects them alike. Each line of output is one JSON object
+with the median milliseconds per step and its ratio to the SGD step. The meta re-weighting
+engines are labelled meta_reweight_fast and meta_reweight_reference.
 
     python scripts/bench_meta_step.py [--repeats 30] [--threads N] [--device cuda]
 """
@@ -14,7 +16,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from l2rw.meta import l2rw_step
+from l2rw.meta import l2rw_step, meta_reweight_step
 from l2rw.models import build_model
 from l2rw.tracking.record import device_description
 
@@ -38,7 +40,23 @@ def l2rw_engine(engine: str):
     return step
 
 
-STEPS = {"sgd": sgd_step, "reference": l2rw_engine("reference"), "fast": l2rw_engine("fast")}
+def meta_reweight_engine(engine: str):
+    """The persistent-weight step of Wu et al. (2023), from weights 0.5 (timing ignores them)."""
+
+    def step(model, optimizer, x, y, x_val, y_val):
+        w = torch.full((x.shape[0],), 0.5, device=x.device)
+        meta_reweight_step(model, optimizer, x, y, w, x_val, y_val, meta_lr=1.0, engine=engine)
+
+    return step
+
+
+STEPS = {
+    "sgd": sgd_step,
+    "reference": l2rw_engine("reference"),
+    "fast": l2rw_engine("fast"),
+    "meta_reweight_reference": meta_reweight_engine("reference"),
+    "meta_reweight_fast": meta_reweight_engine("fast"),
+}
 
 
 def _sync(device: torch.device) -> None:

@@ -1,0 +1,283 @@
+"""Persistent-weight meta re-weighting (Wu et al., AAAI 2023, Eq. 2-4), exact and fast.
+
+Each training example j keeps a weight w_j in [0, 1] across iterations. One step on a batch of
+B examples: a look-ahead theta_hat(w) = one step of the real optimizer on
+L_tr(theta; w) = (1/B) sum_i w_i l_i(theta) (Eq. 2); g = d L_meta(theta_hat(w)) / d w with L_meta
+the mean loss of a clean meta batch; w <- clamp(w - meta_lr * g) (Eq. 3); then the real step on
+L_tr(theta; w_new) (Eq. 4).
+
+Derivation. torch.optim.SGD turns the gradient G = grad L_tr(theta; w) of a parameter into
+    d   = s * G + weight_decay * theta                  (s = -1 if maximize else 1)
+    buf = d                                              on the first step (no buffer yet)
+    buf = momentum * buf_old + (1 - dampening) * d       afterwards
+    u   = d + momentum * buf if nesterov else buf        (u = d when momentum == 0)
+    theta_hat = theta - lr * u.
+Only G depends on w, linearly: dG / dw_i = grad l_i(theta) / B. Weight decay and the old buffer
+are constants, so d theta_hat / d w_i = -lr * c * grad l_i(theta) / B with, per parameter,
+    k = 1 on the first step, 1 - dampening afterwards   (d buf / d d)
+    c = s                    without momentum,
+    c = s * (1 + momentum * k) with nesterov,
+    c = s * k                otherwise.
+theta_hat is affine in w, so the chain rule gives the weight gradient exactly (no Taylor
+approximation) as a scaled dot product at the current point:
+    g_i = -(1/B) * < lr * c * grad L_meta(theta_hat), grad l_i(theta) >,
+where the meta gradient is taken at the look-ahead but the per-example gradients at theta, in
+the batch context (BatchNorm couples the examples). The fast engine computes theta_hat from one
+backward of L_tr(theta; w_old), the meta gradient from one backward at theta_hat, and all B dot
+products at once as one forward-mode JVP of the per-example losses in the direction
+lr * c * grad L_meta(theta_hat) (lr and c per parameter, so param groups may differ).
+`meta_reweight_step` also reuses the graph of its one forward on x, which gives the look-ahead
+gradient, for the real update: one forward and two backwards on x, a forward and backward on
+the meta batch, and the JVP (about three forwards). The reference engine differentiates
+through a functional look-ahead with a second-order backward, as the method is written; tests
+compare the two.
+
+The model runs in train mode. The look-ahead passes use batch statistics on copies of the
+buffers, so BatchNorm running statistics are only updated by the real step's forward.
+
+Randomness (dropout): the one set of masks drawn on the training batch is used for the
+look-ahead gradient, for the per-example gradients of g (the JVP pass replays the RNG state of
+that forward) and for the real update; the meta batch draws its own. Both engines draw alike,
+so they agree under dropout too. The authors' code draws fresh masks for the real update.
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.autograd.forward_ad as fwAD
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from l2rw.meta.l2rw import LossFn, _buffer_copies, _train_mode, cross_entropy_per_example
+
+
+@dataclass(frozen=True)
+class _SGDSlot:
+    """torch.optim.SGD's update rule for one parameter, with its group's hyper-parameters and
+    its current momentum buffer (read, never written)."""
+
+    lr: float
+    momentum: float
+    dampening: float
+    nesterov: bool
+    weight_decay: float
+    sign: float
+    buffer: Tensor | None
+
+    def lookahead(self, param: Tensor, grad: Tensor) -> Tensor:
+        """theta_hat = theta - lr * u, out of place (differentiable in grad)."""
+        d = self.sign * grad
+        if self.weight_decay:
+            d = d + self.weight_decay * param
+        if self.momentum:
+            buf = (
+                d if self.buffer is None else self.momentum * self.buffer + (1 - self.dampening) * d
+            )
+            d = d + self.momentum * buf if self.nesterov else buf
+        return param - self.lr * d
+
+    @property
+    def coefficient(self) -> float:
+        """c = d u / d G (see the module docstring)."""
+        if not self.momentum:
+            return self.sign
+        k = 1.0 if self.buffer is None else 1.0 - self.dampening
+        return self.sign * (1.0 + self.momentum * k if self.nesterov else k)
+
+
+def _sgd_slots(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, _SGDSlot]:
+    """The update rule of every trainable model parameter that the optimizer steps."""
+    if not isinstance(optimizer, torch.optim.SGD):
+        raise ValueError(
+            f"meta re-weighting supports torch.optim.SGD only, got {type(optimizer).__name__}"
+        )
+    names = {p: name for name, p in model.named_parameters() if p.requires_grad}
+    slots = {}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if p in names:
+                slots[names[p]] = _SGDSlot(
+                    lr=float(group["lr"]),
+                    momentum=float(group["momentum"]),
+                    dampening=float(group["dampening"]),
+                    nesterov=bool(group["nesterov"]),
+                    weight_decay=float(group["weight_decay"]),
+                    sign=-1.0 if group.get("maximize", False) else 1.0,
+                    buffer=optimizer.state.get(p, {}).get("momentum_buffer"),
+                )
+    if not slots:
+        raise ValueError("the optimizer steps none of the model's trainable parameters")
+    return slots
+
+
+def _rng_state(device: torch.device) -> tuple[Tensor, Tensor | None]:
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return torch.get_rng_state(), cuda
+
+
+def _set_rng_state(state: tuple[Tensor, Tensor | None], device: torch.device) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
+@contextmanager
+def _replaying(state: tuple[Tensor, Tensor | None], device: torch.device) -> Iterator[None]:
+    """Run the body from an earlier RNG state (same dropout masks), then carry on as before."""
+    current = _rng_state(device)
+    _set_rng_state(state, device)
+    try:
+        yield
+    finally:
+        _set_rng_state(current, device)
+
+
+def _fast_grad(
+    model: nn.Module,
+    slots: dict[str, _SGDSlot],
+    x: Tensor,
+    y: Tensor,
+    w: Tensor,
+    losses: Tensor,
+    x_meta: Tensor,
+    y_meta: Tensor,
+    loss_fn: LossFn,
+    rng: tuple[Tensor, Tensor | None],
+) -> Tensor:
+    """g from the per-example losses at theta (with their graph, drawn from RNG state `rng`).
+
+    The graph of `losses` is kept, so that the real update can reuse it."""
+    params = dict(model.named_parameters())
+    names = list(slots)
+    grads = torch.autograd.grad(
+        (w * losses).mean(), [params[n] for n in names], retain_graph=True, allow_unused=True
+    )
+    with torch.no_grad():  # parameters unused on x keep theta: they do not depend on w
+        lookahead = {
+            n: slots[n].lookahead(params[n], grad).requires_grad_()
+            for n, grad in zip(names, grads, strict=True)
+            if grad is not None
+        }
+    out_meta = functional_call(model, (lookahead, _buffer_copies(model)), (x_meta,))
+    meta_grads = torch.autograd.grad(
+        loss_fn(out_meta, y_meta).mean(), list(lookahead.values()), materialize_grads=True
+    )
+    with torch.no_grad(), fwAD.dual_level(), _replaying(rng, x.device):
+        duals = {
+            n: fwAD.make_dual(params[n], slots[n].lr * slots[n].coefficient * v)
+            for n, v in zip(lookahead, meta_grads, strict=True)
+        }
+        out = functional_call(model, (duals, _buffer_copies(model)), (x,))
+        jvp = fwAD.unpack_dual(loss_fn(out, y)).tangent
+    return -jvp / x.shape[0]
+
+
+def _reference_grad(
+    model: nn.Module,
+    slots: dict[str, _SGDSlot],
+    x: Tensor,
+    y: Tensor,
+    w: Tensor,
+    x_meta: Tensor,
+    y_meta: Tensor,
+    loss_fn: LossFn,
+) -> Tensor:
+    """d L_meta(theta_hat(w)) / d w through an explicit, differentiable optimizer look-ahead."""
+    params = dict(model.named_parameters())
+    names = list(slots)
+    w_leaf = w.detach().clone().requires_grad_()
+    out = functional_call(model, _buffer_copies(model), (x,))
+    train_loss = (w_leaf * loss_fn(out, y)).mean()
+    grads = torch.autograd.grad(
+        train_loss, [params[n] for n in names], create_graph=True, allow_unused=True
+    )
+    lookahead = {
+        n: slots[n].lookahead(params[n], grad)
+        for n, grad in zip(names, grads, strict=True)
+        if grad is not None
+    }
+    out_meta = functional_call(model, (lookahead, _buffer_copies(model)), (x_meta,))
+    (g,) = torch.autograd.grad(loss_fn(out_meta, y_meta).mean(), w_leaf)
+    return g
+
+
+ENGINES = ("fast", "reference")
+
+
+def _check(engine: str, x: Tensor, w: Tensor) -> None:
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {list(ENGINES)}, got {engine!r}")
+    if w.shape != (x.shape[0],):
+        raise ValueError(f"w must have shape ({x.shape[0]},), got {tuple(w.shape)}")
+
+
+def meta_reweight_grad(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: Tensor,
+    y: Tensor,
+    w: Tensor,
+    x_meta: Tensor,
+    y_meta: Tensor,
+    loss_fn: LossFn = cross_entropy_per_example,
+    *,
+    engine: str = "fast",
+) -> Tensor:
+    """g = d L_meta(theta_hat(w)) / d w (Eq. 3), theta_hat one step of `optimizer` (Eq. 2).
+
+    `loss_fn(outputs, targets)` must return one loss per example; `w` holds the B current
+    weights. Model and optimizer are left untouched: parameters, `.grad`, buffers (BatchNorm
+    running statistics), train/eval mode and optimizer state. Only torch.optim.SGD is supported.
+    """
+    _check(engine, x, w)
+    slots = _sgd_slots(model, optimizer)
+    w = w.detach()
+    with _train_mode(model):
+        if engine == "reference":
+            g = _reference_grad(model, slots, x, y, w, x_meta, y_meta, loss_fn)
+        else:
+            rng = _rng_state(x.device)
+            losses = loss_fn(functional_call(model, _buffer_copies(model), (x,)), y)
+            g = _fast_grad(model, slots, x, y, w, losses, x_meta, y_meta, loss_fn, rng)
+    return g.detach().to(w.dtype)
+
+
+def meta_reweight_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: Tensor,
+    y: Tensor,
+    w: Tensor,
+    x_meta: Tensor,
+    y_meta: Tensor,
+    meta_lr: float,
+    loss_fn: LossFn = cross_entropy_per_example,
+    *,
+    engine: str = "fast",
+    clamp: tuple[float, float] = (0.0, 1.0),
+) -> tuple[Tensor, Tensor]:
+    """One step of Eq. 2-4: w_new = clamp(w - meta_lr * g), then an optimizer step on
+    (1/B) sum_i w_new_i l_i. Returns (w_new, per-example losses), both detached.
+
+    `w` itself is not modified: the caller stores w_new in its table of persistent weights. The
+    model is put in train mode; its running statistics are updated once, by the real step.
+    """
+    _check(engine, x, w)
+    slots = _sgd_slots(model, optimizer)
+    w = w.detach()
+    model.train()
+    rng = _rng_state(x.device)
+    if engine == "reference":
+        g = _reference_grad(model, slots, x, y, w, x_meta, y_meta, loss_fn)
+        with _replaying(rng, x.device):
+            losses = loss_fn(model(x), y)
+    else:
+        losses = loss_fn(model(x), y)
+        g = _fast_grad(model, slots, x, y, w, losses, x_meta, y_meta, loss_fn, rng)
+    w_new = (w - meta_lr * g.detach().to(w.dtype)).clamp(*clamp)
+    optimizer.zero_grad()
+    (w_new * losses).mean().backward()
+    optimizer.step()
+    return w_new, losses.detach()
