@@ -121,7 +121,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> d
 
 def _execute(cfg: DictConfig, run_dir: Path, record: dict[str, Any]) -> None:
     from l2rw.data.splits import build_data
-    from l2rw.methods import METHODS
+    from l2rw.methods import run_pipeline
     from l2rw.methods.context import RunContext
     from l2rw.models import build_model
 
@@ -138,13 +138,15 @@ def _execute(cfg: DictConfig, run_dir: Path, record: dict[str, Any]) -> None:
         data.facts["noise"]["realized_rate"],
     )
     model = build_model(cfg.model.name, data.num_classes, **cfg.model.options).to(device)
-    pipeline = METHODS.get(cfg.method.name)
     run_dir.mkdir(parents=True, exist_ok=True)
     wandb_run = open_wandb(cfg, record["config"], record["cell"], run_dir)
     with wandb_run if wandb_run is not None else nullcontext():
         record["wandb_run_id"] = getattr(wandb_run, "id", None)
         ctx = RunContext(cfg, data.to(device), model, device, run_dir, Tracker(run_dir, wandb_run))
-        out = pipeline(ctx)
+        out = run_pipeline(ctx)
+        # A pipeline that changes the splits (selection cleans examples into the meta set)
+        # returns the facts of the data it ended with.
+        record["data"] = out.pop("data", record["data"])
         record["status"] = out.pop("status")
         record["metrics"] = out.pop("metrics")
         record.update(out)

@@ -71,6 +71,20 @@ def test_misspelled_key_fails_naming_it():
     assert "lrr" in str(err.value)
 
 
+@pytest.mark.parametrize(
+    "overrides,key",
+    [
+        (["method=baseline", "method.engine=reference"], "engine"),
+        (["method=l2rw", "method.weighting=batch"], "weighting"),
+        (["selector=none", "selector.budget=20"], "budget"),
+    ],
+)
+def test_a_knob_of_another_option_fails_at_compose_time(overrides, key):
+    with pytest.raises((ConfigCompositionException, ConfigKeyError)) as err:
+        compose_cfg(overrides)
+    assert key in str(err.value)
+
+
 def test_wrong_type_fails_naming_the_key():
     with pytest.raises((ConfigCompositionException, ValidationError)) as err:
         compose_cfg(["train.lr=fast"])
@@ -88,6 +102,10 @@ def test_wrong_type_fails_naming_the_key():
         (["method=l2rw", "dataset.clean_size=0"], "clean_size"),
         (["train.max_steps=0"], "train.max_steps"),
         (["dataset.hyper_val_from=elsewhere"], "dataset.hyper_val_from"),
+        (["method=proportion", "method.weighting=sometimes"], "method.weighting='sometimes'"),
+        (["method=l2rw", "dataset.clean_size=5", "method.engine=slow"], "method.engine='slow'"),
+        (["method=random", "method.random_std=0"], "method.random_std=0"),
+        (["method=meta_reweight", "dataset.clean_size=5", "method.meta_lr=-1"], "meta_lr"),
     ],
 )
 def test_cross_field_checks(overrides, needle):

@@ -32,7 +32,7 @@ def test_short_baseline_run_writes_complete_record(tiny_cfg, tmp_path):
     assert on_disk["cell"] == ["noise=uniform_flip"]
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [4, 8, 12]
-    assert not (tmp_path / "checkpoint.pt").exists()
+    assert not list(tmp_path.glob("checkpoint*.pt"))
 
 
 @pytest.mark.parametrize("method", FIG2_METHODS)
@@ -83,8 +83,8 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_cfg, tmp_path, monkeypa
     saves = []
     real_save = loop.save_checkpoint
 
-    def save_then_die(run_dir, state):
-        real_save(run_dir, state)
+    def save_then_die(folder, name, state):
+        real_save(folder, name, state)
         saves.append(state["step"])
         if len(saves) == 2:
             raise Interrupted
@@ -94,7 +94,7 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_cfg, tmp_path, monkeypa
         run(tiny_cfg(*overrides), tmp_path / "resumed")
     partial = json.loads((tmp_path / "resumed" / "result.json").read_text())
     assert partial["status"] == "failed"
-    assert (tmp_path / "resumed" / "checkpoint.pt").exists()
+    assert (tmp_path / "resumed" / "checkpoint-train.pt").exists()
     monkeypatch.setattr(loop, "save_checkpoint", real_save)
 
     resumed = run(tiny_cfg(*overrides), tmp_path / "resumed")

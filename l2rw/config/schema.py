@@ -1,7 +1,8 @@
 """Typed schemas for every config group.
 
 Registered in Hydra's ConfigStore as ``train_schema`` and pulled in first by ``conf/train.yaml``,
-so a misspelled key or a wrongly typed value fails at compose time with its full key path.
+so a misspelled key or a wrongly typed value fails at compose time with its full key path. The
+schemas of each method and selector option live in `l2rw.config.options`.
 """
 
 from dataclasses import dataclass, field
@@ -9,6 +10,8 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+from l2rw.config.options import MethodConf, SelectorConf, store_options
 
 
 @dataclass
@@ -36,6 +39,10 @@ class DatasetConf:
     hyper_val_size: int = 0
     hyper_val_from: str = "train"  # "train" (L2RW: corrupted like training) or "test" (RBC)
     hyper_val_noisy: bool = True
+    # RBC / GBC labelling budget (meta samples in all, the warm-up's random ones included) and
+    # the warm-up's random meta samples M0 (Wu et al. 2023, Experiments).
+    rbc_budget: int | None = None
+    rbc_warmup: int | None = None
     # L2RW BackgroundFlip's background class for trials 1-5 (seeds 0-4), per dataset.
     background_trial_classes: list[int] | None = None
     # Limit the training pool (before imbalance / clean split) for cheap runs; null = all.
@@ -69,30 +76,6 @@ class ModelConf:
     name: str = MISSING
     input_shape: list[int] = MISSING
     options: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class MethodConf:
-    name: str = MISSING
-    # L2RW engine: "fast" (forward mode, shared forward) or "reference"
-    # (look-ahead model + double backward).
-    engine: str = "fast"
-    # Add weight_decay * theta to the validation gradient (authors' CIFAR code parity).
-    val_weight_decay: bool = False
-    # Random baseline (L2RW Eq. 16): std of the Gaussian before rectification.
-    random_std: float = 1.0
-    # PROPORTION: inverse-frequency weights summing to 1 in "expected" value over batches,
-    # normalised per "batch", or the L2RW "authors'" unnormalised p / 1 - p.
-    weighting: str = "expected"
-    # Resample: draw class-balanced mini-batches.
-    balanced_batches: bool = False
-    # Training batch size for this method, when it differs from train.batch_size.
-    batch_size: int | None = None
-
-
-@dataclass
-class SelectorConf:
-    name: str = "none"
 
 
 @dataclass
@@ -182,4 +165,6 @@ class TrainConf:
 
 
 def register_schemas() -> None:
-    ConfigStore.instance().store(name="train_schema", node=TrainConf)
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConf)
+    store_options(cs)

@@ -2,6 +2,7 @@
 
 from omegaconf import DictConfig
 
+from l2rw.config.options import check_options
 from l2rw.errors import ConfigError
 
 CHOICES = {
@@ -10,8 +11,6 @@ CHOICES = {
     "dataset.normalize": ("unit", "symmetric", "standard", "none"),
     "dataset.augment": ("none", "crop_flip"),
     "dataset.hyper_val_from": ("train", "test"),
-    "method.engine": ("fast", "reference"),
-    "method.weighting": ("expected", "batch", "authors"),
 }
 
 
@@ -46,6 +45,7 @@ def validate(cfg: DictConfig) -> None:
         (METHODS, "method.name"),
     ):
         registry.get(_get(cfg, key))
+    check_options(cfg)
 
     rate = cfg.noise.rate
     _require(
@@ -114,10 +114,3 @@ def _validate_sizes(cfg: DictConfig) -> None:
         train.max_steps is None or train.max_steps > 0,
         f"train.max_steps={train.max_steps} must be positive (or null for the full schedule).",
     )
-    if cfg.method.name == "l2rw":
-        _require(
-            ds.clean_size > 0 or ds.clean_per_class is not None,
-            "method=l2rw needs a clean validation pool: set dataset.clean_size > 0 "
-            "(e.g. dataset.clean_size=10 for the MNIST imbalance task) or "
-            "dataset.clean_per_class.",
-        )

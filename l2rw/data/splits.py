@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig
 
 from l2rw.data.imbalance import apply_imbalance
-from l2rw.data.noise import NoiseProcess, noise_process
+from l2rw.data.noise import noise_process
 from l2rw.data.sources import RawSource, load_source, toy2d_splits
 from l2rw.errors import ConfigError
 from l2rw.seeding import DATA, derive_seed
@@ -178,7 +178,7 @@ def build_data(cfg: DictConfig) -> DataBundle:
         test=_split(test_src, test_pos, test_true, test_true),
         num_classes=imb.num_classes,
     )
-    bundle.facts = data_facts(bundle, noise)
+    bundle.facts = data_facts(bundle, {"name": noise.name, "rate": noise.rate, **noise.params})
     return bundle
 
 
@@ -199,8 +199,9 @@ def _remapper(label_map: dict[int, int] | None):
     return remap
 
 
-def data_facts(bundle: DataBundle, noise: NoiseProcess) -> dict[str, Any]:
-    """Sizes, class counts and realized noise: what a record states about its data."""
+def data_facts(bundle: DataBundle, noise: dict[str, Any]) -> dict[str, Any]:
+    """Sizes, class counts and realized noise of `bundle`: what a record states about its data.
+    `noise` names the noise process (name, rate and what was drawn)."""
     train = bundle.train
     k = bundle.num_classes
     flipped = (train.y != train.y_true).double()
@@ -211,9 +212,7 @@ def data_facts(bundle: DataBundle, noise: NoiseProcess) -> dict[str, Any]:
         "class_counts_observed": torch.bincount(train.y, minlength=k).tolist(),
         "clean_class_counts": torch.bincount(bundle.clean.y_true, minlength=k).tolist(),
         "noise": {
-            "name": noise.name,
-            "rate": noise.rate,
-            **noise.params,
+            **noise,
             "realized_rate": float(flipped.mean()) if len(train) else 0.0,
         },
     }

@@ -1,15 +1,22 @@
-"""The training loop shared by every per-batch re-weighting method.
+"""The training loop shared by every method: one *phase* of a job at a time.
 
-A method supplies a `StepRule`: given the batch, it performs one optimizer step and returns the
-per-example losses and the weights it used. The loop owns the schedule, evaluation on the
-hyper-validation and test sets (final and early-stopped accuracy), logging, weight histograms
-by clean / flipped example, checkpoints and resume.
+A method supplies a `StepRule`: given the batch (with the training examples' indices), it performs
+one optimizer step and returns the per-example losses and the weights it used. A rule may hold
+state (a per-example weight table): if it has `state_dict` / `load_state_dict`, that state is
+saved in and restored from the checkpoint. The loop owns the schedule, evaluation on the
+hyper-validation and test sets (final and early-stopped accuracy), logging, weight histograms by
+clean / flipped example, model snapshots for selection, checkpoints and resume.
+
+A `Phase` names its checkpoint (`checkpoint-<name>.pt` in its folder) and offsets its steps in
+the logs, so one job can run several phases (warm-up, then re-weighting rounds), resume inside any
+of them, and never load one phase's checkpoint into another.
 """
 
 import logging
 import math
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -18,7 +25,12 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from l2rw.data.batches import BalancedStream, EpochStream, steps_per_epoch
-from l2rw.methods.checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint
+from l2rw.methods.checkpoint import (
+    load_checkpoint,
+    remove_checkpoint,
+    save_checkpoint,
+    save_snapshot,
+)
 from l2rw.methods.context import RunContext
 from l2rw.methods.evaluate import evaluate
 from l2rw.seeding import AUGMENT, BATCHES, generator
@@ -34,6 +46,8 @@ class Batch:
     x: Tensor
     y: Tensor
     y_true: Tensor
+    # Positions of the batch's examples in the phase's training split.
+    index: Tensor
     step: int
 
 
@@ -44,23 +58,67 @@ class StepRule(Protocol):
 
 
 @dataclass
-class Schedule:
+class Phase:
+    """One training phase: its schedule in steps, its checkpoint's folder and name, its offset."""
+
+    name: str
+    folder: Path
     total: int
     milestones: list[int]
     batch_size: int
+    steps_per_epoch: int
+    eval_every: int
+    checkpoint_every: int
+    step_offset: int = 0
+    # Class-balanced batches (RESAMPLE) instead of shuffled epochs.
+    balanced: bool = False
+    # Keep the model's state every this many steps, for selection, and the best-validation and
+    # final states (None: keep none).
+    snapshot_every: int | None = None
+
+    @property
+    def checkpoint_name(self) -> str:
+        return f"checkpoint-{self.name}.pt"
+
+    @property
+    def snapshot_folder(self) -> Path:
+        return self.folder / f"snapshots-{self.name}"
 
 
-def schedule(ctx: RunContext) -> Schedule:
+def plan_phase(
+    ctx: RunContext,
+    name: str = "train",
+    *,
+    folder: Path | None = None,
+    step_offset: int = 0,
+    balanced: bool = False,
+    snapshot_every_epochs: int | None = None,
+) -> Phase:
+    """The phase `name` over `ctx.data.train` with the schedule of `ctx.cfg.train`, whose
+    `length`, `milestones`, `eval_every` and `checkpoint_every` count in `train.unit`."""
     train = ctx.cfg.train
     batch = ctx.cfg.method.batch_size or train.batch_size
-    unit = 1 if train.unit == "steps" else steps_per_epoch(len(ctx.data.train), batch)
+    per_epoch = steps_per_epoch(len(ctx.data.train), batch)
+    unit = 1 if train.unit == "steps" else per_epoch
     total = train.length * unit
     if train.max_steps:
         total = min(total, train.max_steps)
-    return Schedule(total, [m * unit for m in train.milestones], batch)
+    return Phase(
+        name=name,
+        folder=Path(folder or ctx.run_dir),
+        total=total,
+        milestones=[m * unit for m in train.milestones],
+        batch_size=batch,
+        steps_per_epoch=per_epoch,
+        eval_every=train.eval_every * unit,
+        checkpoint_every=train.checkpoint_every * unit,
+        step_offset=step_offset,
+        balanced=balanced,
+        snapshot_every=None if snapshot_every_epochs is None else snapshot_every_epochs * per_epoch,
+    )
 
 
-def make_optimizer(ctx: RunContext, sched: Schedule):
+def make_optimizer(ctx: RunContext, sched: Phase):
     train = ctx.cfg.train
     opt = torch.optim.SGD(
         ctx.model.parameters(),
@@ -95,46 +153,59 @@ class _Progress:
             ]
 
 
-def train_loop(ctx: RunContext, rule: StepRule) -> dict[str, object]:
-    """Run the schedule with `rule`; return the final metrics of the record."""
+def train_loop(ctx: RunContext, rule: StepRule, phase: Phase | None = None) -> dict[str, object]:
+    """Run `phase` (by default the job's one phase, "train") with `rule`; return the final
+    metrics of the record, the weight histograms and the steps of the snapshots kept."""
     cfg, data, model = ctx.cfg, ctx.data, ctx.model
-    sched = schedule(ctx)
-    optimizer, lr_schedule = make_optimizer(ctx, sched)
+    phase = phase or plan_phase(ctx)
+    optimizer, lr_schedule = make_optimizer(ctx, phase)
     preprocess = ctx.preprocess
     stream = (
-        BalancedStream(data.train.y, sched.batch_size, cfg.seed, BATCHES)
-        if cfg.method.balanced_batches
-        else EpochStream(len(data.train), sched.batch_size, cfg.seed, BATCHES)
+        BalancedStream(data.train.y, phase.batch_size, cfg.seed, BATCHES)
+        if phase.balanced
+        else EpochStream(len(data.train), phase.batch_size, cfg.seed, BATCHES)
     )
     progress, start = _Progress(), 0
-    state = load_checkpoint(ctx.run_dir, ctx.device)
+    state = load_checkpoint(phase.folder, phase.checkpoint_name, ctx.device)
     if state is not None:
+        if state.get("phase") != phase.name:
+            raise RuntimeError(
+                f"{phase.folder / phase.checkpoint_name} belongs to phase {state.get('phase')!r}, "
+                f"not {phase.name!r}"
+            )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         lr_schedule.load_state_dict(state["lr_schedule"])
         progress.__dict__.update(state["progress"])
+        if hasattr(rule, "load_state_dict"):
+            rule.load_state_dict(state["rule"])
         start = state["step"]
-        ctx.tracker.local.truncate_after(start)
-        log.info("Resumed from checkpoint at step %d of %d.", start, sched.total)
+        log.info(
+            "Resumed phase %s from its checkpoint at step %d of %d.", phase.name, start, phase.total
+        )
 
+    # Rows this phase logged after its checkpoint (or at all, when it starts afresh) are redone.
+    ctx.tracker.local.truncate_after(phase.step_offset + start)
     status, last_loss, train_loss = "completed", float("nan"), float("nan")
     evals = {}
     model.train()
     bar = tqdm(
-        total=sched.total,
+        total=phase.total,
         initial=start,
         disable=not cfg.train.progress,
-        desc=cfg.method.name,
+        desc=f"{cfg.method.name}:{phase.name}",
         mininterval=1 if sys.stderr.isatty() else 60,
     )
-    for step in range(start, sched.total):
+    step = start
+    for step in range(start, phase.total):
         idx = stream(step).to(data.train.y.device)
-        gen = generator(cfg.seed, AUGMENT, step, device=ctx.device)
+        gen = generator(cfg.seed, AUGMENT, phase.step_offset + step, device=ctx.device)
         batch = Batch(
             preprocess(data.train.x[idx], True, gen),
             data.train.y[idx],
             data.train.y_true[idx],
-            step,
+            idx,
+            phase.step_offset + step,
         )
         losses, weights = rule(model, optimizer, batch)
         lr_schedule.step()
@@ -150,9 +221,10 @@ def train_loop(ctx: RunContext, rule: StepRule) -> dict[str, object]:
             )
             break
         done = step + 1
-        if done % cfg.train.eval_every == 0 or done == sched.total:
+        if done % phase.eval_every == 0 or done == phase.total:
             evals = _evaluate(ctx, preprocess)
-            _track(progress, evals, done)
+            if _track(progress, evals, done) and phase.snapshot_every:
+                save_snapshot(phase.snapshot_folder, "best", model)
             train_loss = progress.loss_sum / progress.loss_count
             progress.loss_sum, progress.loss_count = 0.0, 0
             row = {"train/loss": train_loss, "lr": lr_schedule.get_last_lr()[0]}
@@ -164,23 +236,30 @@ def train_loop(ctx: RunContext, rule: StepRule) -> dict[str, object]:
                     if k != "confusion"
                 }
             )
-            ctx.tracker.log(row, done)
+            ctx.tracker.log(row, phase.step_offset + done)
             bar.set_postfix(loss=f"{train_loss:.3f}", test_acc=f"{evals['test']['acc']:.4f}")
-        if done % cfg.train.checkpoint_every == 0 and done < sched.total:
+        if phase.snapshot_every and done % phase.snapshot_every == 0:
+            save_snapshot(phase.snapshot_folder, f"step-{done}", model)
+        if done % phase.checkpoint_every == 0 and done < phase.total:
             save_checkpoint(
-                ctx.run_dir,
+                phase.folder,
+                phase.checkpoint_name,
                 {
+                    "phase": phase.name,
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "lr_schedule": lr_schedule.state_dict(),
                     "progress": progress.__dict__,
+                    "rule": rule.state_dict() if hasattr(rule, "state_dict") else None,
                     "step": done,
                 },
             )
     bar.close()
     if not evals:
         evals = _evaluate(ctx, preprocess)
-    remove_checkpoint(ctx.run_dir)
+    if phase.snapshot_every:
+        save_snapshot(phase.snapshot_folder, "final", model)
+    remove_checkpoint(phase.folder, phase.checkpoint_name)
     return {
         "status": status,
         "metrics": {
@@ -191,7 +270,7 @@ def train_loop(ctx: RunContext, rule: StepRule) -> dict[str, object]:
             "best_step": progress.best_step,
             "final_val_acc": evals.get("val", {}).get("acc"),
             "train_loss": train_loss,
-            "steps": sched.total if status == "completed" else step + 1,
+            "steps": phase.total if status == "completed" else step + 1,
             "confusion": evals["test"]["confusion"],
         },
         "weights_hist": {
@@ -202,6 +281,16 @@ def train_loop(ctx: RunContext, rule: StepRule) -> dict[str, object]:
     }
 
 
+def train_method(ctx: RunContext, phase: Phase | None = None) -> dict[str, object]:
+    """Train `ctx.model` on `ctx.data` with the step rule of `ctx.cfg.method`."""
+    from l2rw.methods import METHODS
+
+    rule = METHODS.get(ctx.cfg.method.name)(ctx)
+    if phase is None:
+        phase = plan_phase(ctx, balanced=getattr(rule, "balanced_batches", False))
+    return train_loop(ctx, rule, phase)
+
+
 def _evaluate(ctx: RunContext, preprocess) -> dict[str, dict[str, object]]:
     k, bs = ctx.data.num_classes, ctx.cfg.train.eval_batch_size
     out = {"test": evaluate(ctx.model, ctx.data.test, preprocess, k, bs)}
@@ -210,8 +299,11 @@ def _evaluate(ctx: RunContext, preprocess) -> dict[str, dict[str, object]]:
     return out
 
 
-def _track(progress: _Progress, evals: dict[str, dict[str, object]], step: int) -> None:
+def _track(progress: _Progress, evals: dict[str, dict[str, object]], step: int) -> bool:
+    """Note a new best hyper-validation accuracy; True when this evaluation is the new best."""
     if "val" in evals and evals["val"]["acc"] > progress.best_val_acc:
         progress.best_val_acc = evals["val"]["acc"]
         progress.test_acc_es = evals["test"]["acc"]
         progress.best_step = step
+        return True
+    return False

@@ -1,7 +1,9 @@
-"""Per-batch example re-weighting methods of the L2RW paper (Sec. 4.1 and Eq. 16), and L2RW.
+"""The methods' step rules: the per-batch re-weighting baselines of the L2RW paper (Sec. 4.1 and
+Eq. 16), L2RW, and meta re-weighting with persistent weights (Wu et al. 2023).
 
-Every rule takes one optimizer step on sum_i w_i * loss_i; the weights sum to one (or are all
-zero), except PROPORTION's, which sum to one in expectation over batches.
+Each registered function builds the rule for a run's data. Every rule takes one optimizer step on
+sum_i w_i * loss_i; the weights sum to one (or are all zero), except PROPORTION's, which sum to
+one in expectation over batches, and meta re-weighting's, which are mean_i w_i with w_i in [0, 1].
 """
 
 import torch
@@ -9,10 +11,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from l2rw.data.batches import EpochStream
-from l2rw.meta import l2rw_step, normalize_weights
+from l2rw.meta import l2rw_step, meta_reweight_step, normalize_weights
 from l2rw.methods import METHODS
 from l2rw.methods.context import RunContext
-from l2rw.methods.loop import Batch, train_loop
+from l2rw.methods.loop import Batch, StepRule
 from l2rw.seeding import AUGMENT, CLEAN_BATCHES, WEIGHTS, generator
 
 
@@ -32,14 +34,23 @@ def _uniform(losses: Tensor, batch: Batch) -> Tensor:
 
 
 @METHODS.register("baseline")
-def baseline(ctx: RunContext) -> dict:
-    return train_loop(ctx, lambda m, o, b: _weighted_step(m, o, b, _uniform))
+def baseline(ctx: RunContext) -> StepRule:
+    return lambda m, o, b: _weighted_step(m, o, b, _uniform)
+
+
+class _BalancedUniform:
+    """Uniform weights; the loop draws class-balanced batches for it."""
+
+    balanced_batches = True
+
+    def __call__(self, model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch):
+        return _weighted_step(model, optimizer, batch, _uniform)
 
 
 @METHODS.register("resample")
-def resample(ctx: RunContext) -> dict:
-    """Uniform weights on class-balanced batches (the config sets method.balanced_batches)."""
-    return train_loop(ctx, lambda m, o, b: _weighted_step(m, o, b, _uniform))
+def resample(ctx: RunContext) -> StepRule:
+    """Uniform weights on class-balanced batches."""
+    return _BalancedUniform()
 
 
 def proportion_weights(labels: Tensor, counts: Tensor, form: str) -> Tensor:
@@ -69,7 +80,7 @@ def proportion_weights(labels: Tensor, counts: Tensor, form: str) -> Tensor:
 
 
 @METHODS.register("proportion")
-def proportion(ctx: RunContext) -> dict:
+def proportion(ctx: RunContext) -> StepRule:
     """Weight each example by the inverse frequency of its (observed) class in the training set;
     `method.weighting` picks the normalisation (see `proportion_weights`)."""
     counts = torch.bincount(ctx.data.train.y, minlength=ctx.data.num_classes)
@@ -78,11 +89,11 @@ def proportion(ctx: RunContext) -> dict:
     def weigh(losses: Tensor, batch: Batch) -> Tensor:
         return proportion_weights(batch.y, counts, form)
 
-    return train_loop(ctx, lambda m, o, b: _weighted_step(m, o, b, weigh))
+    return lambda m, o, b: _weighted_step(m, o, b, weigh)
 
 
 @METHODS.register("hard_mining")
-def hard_mining(ctx: RunContext) -> dict:
+def hard_mining(ctx: RunContext) -> StepRule:
     """Keep every non-majority example and as many of the highest-loss majority examples
     (at least one), uniform weights over the kept ones. Uses per-example losses (the authors'
     code ranked by a scalar batch loss, i.e. at random). Losses for the ranking come from a
@@ -103,11 +114,11 @@ def hard_mining(ctx: RunContext) -> dict:
         optimizer.step()
         return losses, weights
 
-    return train_loop(ctx, rule)
+    return rule
 
 
 @METHODS.register("random")
-def random_weights(ctx: RunContext) -> dict:
+def random_weights(ctx: RunContext) -> StepRule:
     """Rectified Gaussian weights, normalised (L2RW Eq. 16)."""
     std, seed = ctx.cfg.method.random_std, ctx.cfg.seed
 
@@ -116,34 +127,90 @@ def random_weights(ctx: RunContext) -> dict:
         z = torch.randn(losses.shape, generator=gen, device=losses.device) * std
         return normalize_weights(z)
 
-    return train_loop(ctx, lambda m, o, b: _weighted_step(m, o, b, weigh))
+    return lambda m, o, b: _weighted_step(m, o, b, weigh)
 
 
 @METHODS.register("l2rw")
-def l2rw(ctx: RunContext) -> dict:
+def l2rw(ctx: RunContext) -> StepRule:
     """Learning to Reweight: weights from one meta-gradient step on a clean batch per step.
 
     Clean batches go through the same augmentation as training batches (authors' CIFAR code).
     """
-    cfg, clean = ctx.cfg, ctx.data.clean
-    stream = EpochStream(len(clean), cfg.train.meta_batch_size, cfg.seed, CLEAN_BATCHES)
-    preprocess = ctx.preprocess
+    cfg = ctx.cfg
+    meta_batch = _meta_batches(ctx)
     decay = cfg.train.weight_decay if cfg.method.val_weight_decay else 0.0
 
     def rule(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch):
-        idx = stream(batch.step).to(clean.y.device)
-        gen = generator(cfg.seed, AUGMENT, CLEAN_BATCHES, batch.step, device=clean.y.device)
-        x_val = preprocess(clean.x[idx], True, gen)
+        x_val, y_val = meta_batch(batch.step)
         weights, losses = l2rw_step(
             model,
             optimizer,
             batch.x,
             batch.y,
             x_val,
-            clean.y[idx],
+            y_val,
             engine=cfg.method.engine,
             val_weight_decay=decay,
         )
         return losses, weights
 
-    return train_loop(ctx, rule)
+    return rule
+
+
+def _meta_batches(ctx: RunContext):
+    """step -> (x, y) of the clean (meta) batch of that step, augmented like training batches."""
+    cfg, clean, preprocess = ctx.cfg, ctx.data.clean, ctx.preprocess
+    stream = EpochStream(len(clean), cfg.train.meta_batch_size, cfg.seed, CLEAN_BATCHES)
+
+    def meta_batch(step: int) -> tuple[Tensor, Tensor]:
+        idx = stream(step).to(clean.y.device)
+        gen = generator(cfg.seed, AUGMENT, CLEAN_BATCHES, step, device=clean.y.device)
+        return preprocess(clean.x[idx], True, gen), clean.y[idx]
+
+    return meta_batch
+
+
+class MetaReweightRule:
+    """Persistent per-example weights (Wu et al. 2023, Eq. 2-4), one per training example,
+    kept across steps and epochs and saved in the checkpoint. The loss of the real step is
+    mean_i(w_i l_i), so the loop is handed w / B."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        cfg = ctx.cfg
+        self.method = cfg.method
+        self.meta_batch = _meta_batches(ctx)
+        n, device = len(ctx.data.train), ctx.data.train.y.device
+        if self.method.init == "uniform":
+            gen = generator(cfg.seed, WEIGHTS, device=device)
+            self.weights = torch.rand(n, generator=gen, device=device)
+        else:
+            self.weights = torch.ones(n, device=device)
+
+    def __call__(self, model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch):
+        x_meta, y_meta = self.meta_batch(batch.step)
+        m = self.method
+        w_new, losses = meta_reweight_step(
+            model,
+            optimizer,
+            batch.x,
+            batch.y,
+            self.weights[batch.index],
+            x_meta,
+            y_meta,
+            m.meta_lr,
+            engine=m.engine,
+            clamp=(m.clamp_min, m.clamp_max),
+        )
+        self.weights[batch.index] = w_new
+        return losses, w_new / len(w_new)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"weights": self.weights}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.weights = state["weights"].to(self.weights.device)
+
+
+@METHODS.register("meta_reweight")
+def meta_reweight(ctx: RunContext) -> StepRule:
+    return MetaReweightRule(ctx)

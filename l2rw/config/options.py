@@ -1,0 +1,242 @@
+"""One schema per method and selector option, with the rules that check it.
+
+Each `conf/method/NAME.yaml` / `conf/selector/NAME.yaml` starts from its schema (stored in the
+ConfigStore as `base_NAME`), so a knob given to an option that does not have it fails at compose
+time (`method=baseline method.engine=reference`: "Key 'engine' not in 'MethodConf'"). Rules that
+need the rest of the config are the schema's `check(cfg)`, found from the node's type by
+`check_options`.
+"""
+
+from dataclasses import dataclass, field
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from l2rw.errors import ConfigError
+
+ENGINES = ("fast", "reference")
+
+
+def require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _choice(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> None:
+    value = OmegaConf.select(cfg, key)
+    require(value in allowed, f"{key}={value!r} is not one of {', '.join(allowed)}.")
+
+
+@dataclass
+class MethodConf:
+    """A method with no knobs of its own (baseline, resample, hard_mining)."""
+
+    name: str = MISSING
+    # Training batch size for this method, when it differs from train.batch_size.
+    batch_size: int | None = None
+
+    @staticmethod
+    def check(cfg: DictConfig) -> None:
+        size = cfg.method.batch_size
+        require(size is None or size > 0, f"method.batch_size={size} must be positive.")
+
+
+@dataclass
+class ProportionConf(MethodConf):
+    # Inverse-frequency weights summing to 1 in "expected" value over batches, normalised per
+    # "batch", or the L2RW authors' unnormalised p / 1 - p.
+    weighting: str = "expected"
+
+    @staticmethod
+    def check(cfg: DictConfig) -> None:
+        MethodConf.check(cfg)
+        _choice(cfg, "method.weighting", ("expected", "batch", "authors"))
+
+
+@dataclass
+class RandomConf(MethodConf):
+    # Std of the Gaussian before rectification (L2RW Eq. 16).
+    random_std: float = 1.0
+
+    @staticmethod
+    def check(cfg: DictConfig) -> None:
+        MethodConf.check(cfg)
+        std = cfg.method.random_std
+        require(std > 0, f"method.random_std={std} must be positive.")
+
+
+def _needs_meta_set(cfg: DictConfig) -> None:
+    """A method that reads clean examples needs a clean pool, or a selector that builds one."""
+    ds = cfg.dataset
+    require(
+        ds.clean_size > 0 or ds.clean_per_class is not None or cfg.selector.name != "none",
+        f"method={cfg.method.name} needs a clean (meta) set: set dataset.clean_size > 0 "
+        "(e.g. dataset.clean_size=10 for the MNIST imbalance task) or dataset.clean_per_class, "
+        "or choose one with selector=... (e.g. selector=rbc).",
+    )
+
+
+@dataclass
+class L2RWConf(MethodConf):
+    # fast: forward-mode JVP sharing the forward with the real update; reference: look-ahead
+    # model plus a second-order backward.
+    engine: str = "fast"
+    # Add weight_decay * theta to the validation gradient (the authors' CIFAR code).
+    val_weight_decay: bool = False
+
+    @staticmethod
+    def check(cfg: DictConfig) -> None:
+        MethodConf.check(cfg)
+        _choice(cfg, "method.engine", ENGINES)
+        _needs_meta_set(cfg)
+
+
+@dataclass
+class MetaReweightConf(MethodConf):
+    """Persistent per-example weights (Wu et al. 2023, Eq. 2-4)."""
+
+    engine: str = "fast"
+    # Step size of the weight update w <- clip(w - meta_lr * dL_meta/dw, clamp_min, clamp_max).
+    meta_lr: float = 0.1
+    clamp_min: float = 0.0
+    clamp_max: float = 1.0
+    # Initial weights: "uniform" U[0, 1) drawn from the seed (the authors' code) or "ones".
+    init: str = "uniform"
+
+    @staticmethod
+    def check(cfg: DictConfig) -> None:
+        MethodConf.check(cfg)
+        m = cfg.method
+        _choice(cfg, "method.engine", ENGINES)
+        _choice(cfg, "method.init", ("uniform", "ones"))
+        require(m.meta_lr > 0, f"method.meta_lr={m.meta_lr} must be positive.")
+        require(
+            0 <= m.clamp_min < m.clamp_max,
+            f"method.clamp_min={m.clamp_min} and clamp_max={m.clamp_max} must satisfy "
+            "0 <= clamp_min < clamp_max.",
+        )
+        _needs_meta_set(cfg)
+
+
+@dataclass
+class SelectorConf:
+    """No selection: the clean pool of the dataset config is the meta set."""
+
+    name: str = "none"
+
+    @staticmethod
+    def check(cfg: DictConfig) -> None:
+        pass
+
+
+@dataclass
+class SelectionConf(SelectorConf):
+    """Algorithm 2 of Wu et al. (2023): a warm-up of meta re-weighting with the dataset's clean
+    pool (`dataset.clean_size` random training examples, cleaned) as the meta set, then rounds
+    that select, clean and add examples and re-run the re-weighting, until `budget`."""
+
+    name: str = MISSING
+    # Meta samples in all, the warm-up's included.
+    budget: int = "${dataset.rbc_budget}"  # type: ignore[assignment]
+    # Examples added per round (null: the rest of the budget in one round).
+    per_round: int | None = None
+    # K snapshots: the best-validation model t* and every `snapshot_every` epochs after it.
+    snapshots: int = 6
+    snapshot_every: int = 20
+    # Fraction of candidates nearest the existing meta set dropped before clustering.
+    drop_fraction: float = 0.5
+    kmeans_iters: int = 200
+    # Features without the label-dependent part (noisy labels); null: label-free when the
+    # config has label noise, the full gradient otherwise (class imbalance).
+    label_free: bool | None = None
+    # After each selection: "reweight" (meta re-weighting from scratch with the grown meta set)
+    # or "finetune" (the previous model trained further on the meta set alone).
+    round_training: str = "reweight"
+    # Epochs of a "finetune" round.
+    finetune_epochs: int = 10
+    # Reuse the warm-up of the same (data, noise, model, method, seed) across selectors.
+    cache_warmup: bool = True
+
+    @staticmethod
+    def check(cfg: DictConfig) -> None:
+        sel, ds = cfg.selector, cfg.dataset
+        _choice(cfg, "selector.round_training", ("reweight", "finetune"))
+        require(
+            sel.budget is not None and sel.budget >= ds.clean_size > 0,
+            f"selector={sel.name} needs 0 < dataset.clean_size (the warm-up's random meta "
+            f"samples, {ds.clean_size}) <= selector.budget ({sel.budget}); the protocol=rbc "
+            "config sets both from the dataset (dataset.rbc_warmup, dataset.rbc_budget).",
+        )
+        require(
+            ds.clean_per_class is None and not ds.clean_balanced,
+            "Selection draws the warm-up meta samples uniformly: set dataset.clean_balanced=false "
+            "and dataset.clean_per_class=null (protocol=rbc does).",
+        )
+        require(
+            sel.per_round is None or sel.per_round > 0,
+            f"selector.per_round={sel.per_round} must be positive (or null).",
+        )
+        require(sel.snapshots >= 1, f"selector.snapshots={sel.snapshots} must be >= 1.")
+        require(
+            sel.snapshot_every >= 1, f"selector.snapshot_every={sel.snapshot_every} must be >= 1."
+        )
+        require(
+            0 <= sel.drop_fraction < 1,
+            f"selector.drop_fraction={sel.drop_fraction} must be in [0, 1).",
+        )
+        require(
+            cfg.method.name in ("meta_reweight", "l2rw"),
+            f"selector={sel.name} selects the meta set of a meta re-weighting method: use "
+            f"method=meta_reweight (the paper's) or method=l2rw, not method={cfg.method.name}.",
+        )
+
+
+@dataclass
+class GBCConf(SelectionConf):
+    # Layers drawn with replacement, with probability A(l)/A, per snapshot.
+    layers: int = 5
+    # Random projection of each drawn layer's per-example gradient: rows for the output
+    # gradient and for the input activation (a 0: no projection, exact gradients via torch.func,
+    # for small models only).
+    proj_dims: list[int] = field(default_factory=lambda: [8, 32])
+
+
+METHOD_SCHEMAS: dict[str, type] = {
+    "baseline": MethodConf,
+    "resample": MethodConf,
+    "hard_mining": MethodConf,
+    "proportion": ProportionConf,
+    "random": RandomConf,
+    "l2rw": L2RWConf,
+    "meta_reweight": MetaReweightConf,
+}
+SELECTOR_SCHEMAS: dict[str, type] = {
+    "none": SelectorConf,
+    "warmup": SelectionConf,
+    "random": SelectionConf,
+    "certain": SelectionConf,
+    "uncertain": SelectionConf,
+    "kmeans": SelectionConf,
+    "rbc": SelectionConf,
+    "gbc": GBCConf,
+    "finetune": SelectionConf,
+}
+
+
+def store_options(cs: ConfigStore) -> None:
+    for group, schemas in (("method", METHOD_SCHEMAS), ("selector", SELECTOR_SCHEMAS)):
+        for name, schema in schemas.items():
+            cs.store(group=group, name=f"base_{name}", node=schema)
+
+
+def check_options(cfg: DictConfig) -> None:
+    """Run the `check` of the schema behind `cfg.method` and `cfg.selector`."""
+    for group in ("method", "selector"):
+        schema = OmegaConf.get_type(cfg[group])
+        check = getattr(schema, "check", None)
+        require(
+            check is not None,
+            f"{group}={cfg[group].name}: its config does not start from a schema; begin "
+            f"conf/{group}/{cfg[group].name}.yaml with `defaults: [base_<option>, _self_]`.",
+        )
+        check(cfg)
