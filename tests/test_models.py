@@ -11,6 +11,7 @@ from l2rw.models import MODELS, build_model
 
 INPUT_SHAPES = {
     "lenet": (1, 28, 28),
+    "lenet5": (1, 28, 28),
     "mlp": (2,),
     "resnet32": (3, 32, 32),
     "resnet34": (3, 32, 32),
@@ -117,7 +118,7 @@ def test_forward_mode_ad_matches_reverse_mode(name: str) -> None:
 
 
 def test_unknown_model_and_option_raise_config_error() -> None:
-    with pytest.raises(ConfigError, match="Known models: lenet, mlp, resnet32"):
+    with pytest.raises(ConfigError, match="Known models: lenet, lenet5, mlp, resnet32"):
         build_model("resnet1000", 10)
     with pytest.raises(ConfigError, match="bn_momentum"):
         build_model("resnet32", 10, bn_mometum=0.001)

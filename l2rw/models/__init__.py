@@ -12,7 +12,7 @@ from l2rw.registry import Registry
 MODELS = Registry("model")
 
 # Imported after MODELS exists so that each module can register itself.
-from l2rw.models import lenet, mlp, resnet34, resnet_cifar  # noqa: E402, F401
+from l2rw.models import lenet, lenet5, mlp, resnet34, resnet_cifar  # noqa: E402, F401
 
 
 def build_model(name: str, num_classes: int, **options: Any) -> nn.Module:
