@@ -38,6 +38,13 @@ l2rw-fig2: install
 		hydra.launcher.n_jobs=$(JOBS) threads=1 train.progress=false
 	$(PY) -m l2rw.report +table=l2rw_fig2 scale=$(SCALE)
 
+# Any paper table's sweep at SCALE with JOBS parallel processes, then its report:
+# make table-rbc_table1_mnist SCALE=cpu JOBS=2   (tables: ls conf/table)
+table-%: install
+	$(PY) -m l2rw.train +table=$* scale=$(SCALE) hydra/launcher=joblib \
+		hydra.launcher.n_jobs=$(JOBS) threads=1 train.progress=false
+	$(PY) -m l2rw.report +table=$* scale=$(SCALE)
+
 # Every table and figure at each scale that has records: results/<table>[_<scale>].{md,csv,tex,png}.
 # RECORDS=results/records rebuilds the committed tables from the records committed beside them.
 SCALES ?= cpu full
@@ -53,6 +60,7 @@ sync: install
 
 bench: install
 	$(PY) scripts/bench_meta_step.py
+	$(PY) scripts/bench_selection.py
 
 clean:
 	rm -rf outputs multirun .pytest_cache

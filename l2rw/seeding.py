@@ -24,4 +24,4 @@ def seed_everything(seed: int) -> None:
 
 
 # Stream identifiers for derive_seed, so no two consumers share random numbers.
-DATA, BATCHES, CLEAN_BATCHES, AUGMENT, WEIGHTS = range(1, 6)
+DATA, BATCHES, CLEAN_BATCHES, AUGMENT, WEIGHTS, SELECTION, MODEL_INIT = range(1, 8)

@@ -1,0 +1,386 @@
+"""Meta-sample selection, Algorithm 2 of Wu et al. (2023), as one job of phases.
+
+Warm-up: the method (meta re-weighting, or L2RW) trains with the dataset's clean pool (M0 random
+training examples, cleaned) as the meta set, keeping model snapshots. Then rounds until
+`selector.budget`: the selector reads the previous phase's snapshots (the best-validation model
+t* and every P epochs after it) and picks examples; they are cleaned (true label), leave the
+training set and join the meta set; the method re-trains from scratch with the grown meta set
+(or, for `round_training=finetune`, the previous model is trained further on the meta set
+alone). The reported number is the test accuracy of the last phase at its best validation
+accuracy.
+
+Every phase is resumable on its own: a finished phase leaves `phase-<name>.json` beside its
+snapshots, a round's selection is written to `round-<r>.json` before its training starts, and a
+phase in progress has its own checkpoint. The warm-up is the same for every selector of a (data,
+noise, model, method, seed): with `selector.cache_warmup` it runs once in
+`<output_root>/cache/warmup-<key>/`, under a file lock so parallel jobs wait for it, and later
+jobs reuse it.
+"""
+
+import fcntl
+import hashlib
+import json
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from l2rw.data.batches import steps_per_epoch
+from l2rw.data.splits import DataBundle, Split, data_facts
+from l2rw.methods.checkpoint import load_snapshot, snapshot_steps
+from l2rw.methods.context import RunContext
+from l2rw.methods.loop import Phase, plan_phase, train_loop, train_method
+from l2rw.methods.reweighting import baseline
+from l2rw.models import build_model
+from l2rw.seeding import MODEL_INIT, derive_seed
+from l2rw.selection.selectors import SELECTORS, Candidates, Selection
+from l2rw.tracking.record import write_json_atomic
+from l2rw.tracking.sinks import METRICS_NAME, Tracker
+
+log = logging.getLogger(__name__)
+
+# Config keys that do not change the warm-up: the selector (but its snapshot period), and how
+# or where the job runs.
+WARMUP_IRRELEVANT = ("selector", "logger", "paths", "report", "table_name", "scales", "scale")
+WARMUP_IRRELEVANT_RUN = ("force", "threads", "device")
+FEATURES_MAX_ROWS = 2000
+
+
+@dataclass
+class PhaseResult:
+    """A finished phase: the loop's output, its length, and where its snapshots are."""
+
+    name: str
+    out: dict[str, Any]
+    steps: int
+    snapshot_folder: Path
+
+    @property
+    def best_step(self) -> int:
+        return int(self.out["metrics"]["best_step"])
+
+
+def selection_pipeline(ctx: RunContext) -> dict[str, Any]:
+    cfg, sel = ctx.cfg, ctx.cfg.selector
+    label_free = sel.label_free if sel.label_free is not None else cfg.noise.name != "none"
+    data = ctx.data
+    warm = _warmup(ctx)
+    rounds: list[dict[str, Any]] = [_summary(warm, 0, [], 0)]
+    prev, offset, r = warm, warm.steps, 0
+    selection: Selection | None = None
+    while len(data.clean) < sel.budget:
+        r += 1
+        k = min(sel.per_round or sel.budget, sel.budget - len(data.clean))
+        positions, noisy, selection = _select(ctx, r, prev, data, k, label_free)
+        chosen = data.train.index[positions].tolist()
+        data = move_to_meta(data, positions)
+        prev = _round(ctx, r, data, prev, offset)
+        offset += prev.steps
+        rounds.append(_summary(prev, r, chosen, noisy))
+        if prev.out["status"] != "completed":
+            break
+
+    if selection is not None and selection.features is not None:
+        _write_features(ctx.run_dir, selection, data)
+    if ctx.data.train.x.ndim == 2 and ctx.data.train.x.shape[1] == 2:
+        _write_toy_boundary(ctx, prev, data)
+    metrics = dict(prev.out["metrics"])
+    metrics["test_acc_final"] = metrics["test_acc"]
+    metrics["test_acc"] = metrics["test_acc_es"]
+    return {
+        "status": prev.out["status"],
+        "metrics": metrics,
+        "weights_hist": prev.out["weights_hist"],
+        "data": data_facts(data, ctx.data.facts["noise"]),
+        "selection": {
+            "selector": sel.name,
+            "label_free": label_free,
+            "meta_indices": data.clean.index.tolist(),
+            "warmup_indices": ctx.data.clean.index.tolist(),
+            "noisy_selected_before_cleaning": sum(x["noisy_before_cleaning"] for x in rounds),
+            "rounds": rounds,
+            "warmup_folder": str(warm.snapshot_folder.parent),
+        },
+    }
+
+
+def move_to_meta(data: DataBundle, positions: torch.Tensor) -> DataBundle:
+    """Clean the training examples at `positions`: they leave the training set and join the
+    meta (clean) set with their true labels."""
+    train = data.train
+    picked = torch.zeros(len(train), dtype=torch.bool, device=train.y.device)
+    picked[positions] = True
+    keep, take = (~picked).cpu().numpy(), picked.cpu().numpy()
+    new_train = Split(train.x[~picked], train.y[~picked], train.y_true[~picked], train.index[keep])
+    clean = data.clean
+    new_clean = Split(
+        torch.cat([clean.x, train.x[picked]]),
+        torch.cat([clean.y, train.y_true[picked]]),
+        torch.cat([clean.y_true, train.y_true[picked]]),
+        np.concatenate([clean.index, train.index[take]]),
+    )
+    return replace(data, train=new_train, clean=new_clean)
+
+
+def fresh_model(ctx: RunContext, phase_number: int) -> nn.Module:
+    """A newly initialised model for a phase, its initialisation fixed by (seed, phase)."""
+    cfg = ctx.cfg
+    state = torch.get_rng_state()
+    torch.manual_seed(derive_seed(cfg.seed, MODEL_INIT, phase_number))
+    model = build_model(cfg.model.name, ctx.data.num_classes, **cfg.model.options)
+    torch.set_rng_state(state)
+    return model.to(ctx.device)
+
+
+def _phase_file(folder: Path, name: str) -> Path:
+    return folder / f"phase-{name}.json"
+
+
+def _load_phase(folder: Path, name: str) -> PhaseResult | None:
+    path = _phase_file(folder, name)
+    if not path.exists():
+        return None
+    saved = json.loads(path.read_text())
+    return PhaseResult(name, saved["out"], saved["steps"], folder / f"snapshots-{name}")
+
+
+def _run_phase(ctx: RunContext, phase: Phase, rule_ctx: RunContext | None = None) -> PhaseResult:
+    """Train one phase (or load it, when it finished before) and record that it finished."""
+    done = _load_phase(phase.folder, phase.name)
+    if done is not None:
+        log.info("Phase %s finished before: reusing it from %s.", phase.name, phase.folder)
+        return done
+    out = train_method(rule_ctx or ctx, phase)
+    steps = int(out["metrics"]["steps"])
+    write_json_atomic(_phase_file(phase.folder, phase.name), {"out": out, "steps": steps})
+    return PhaseResult(phase.name, out, steps, phase.snapshot_folder)
+
+
+def warmup_key(ctx: RunContext) -> str:
+    """Hash of everything that determines the warm-up (data, noise, model, method, schedule,
+    seed, the snapshot period), and nothing else."""
+    cfg = OmegaConf.to_container(ctx.cfg, resolve=True)
+    for key in (*WARMUP_IRRELEVANT, *WARMUP_IRRELEVANT_RUN):
+        cfg.pop(key, None)
+    cfg["snapshot_every"] = ctx.cfg.selector.snapshot_every
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@contextmanager
+def _locked(path: Path):
+    """An exclusive lock on `path` (released when the holder exits, also when it is killed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _warmup(ctx: RunContext) -> PhaseResult:
+    sel = ctx.cfg.selector
+    if not sel.cache_warmup:
+        return _train_phase(ctx, "warmup", 0, ctx.data, ctx.run_dir, 0)
+    key = warmup_key(ctx)
+    folder = Path(ctx.cfg.paths.output_root) / "cache" / f"warmup-{key}"
+    with _locked(folder.with_suffix(".lock")):
+        cached = _load_phase(folder, "warmup") is not None
+        warm_ctx = replace(ctx, run_dir=folder, tracker=Tracker(folder))
+        warm = _train_phase(warm_ctx, "warmup", 0, ctx.data, folder, 0)
+    log.info("Warm-up %s %s (%s).", key, "reused" if cached else "trained", folder)
+    _replay_warmup_log(ctx, folder, warm.steps)
+    return warm
+
+
+def _replay_warmup_log(ctx: RunContext, folder: Path, steps: int) -> None:
+    """Copy the cached warm-up's evaluations into this job's log, once."""
+    mine = ctx.tracker.local.path
+    if mine.exists() and any(
+        json.loads(line)["step"] <= steps for line in mine.read_text().splitlines()
+    ):
+        return
+    source = folder / METRICS_NAME
+    for line in source.read_text().splitlines() if source.exists() else []:
+        row = json.loads(line)
+        ctx.tracker.log({k: v for k, v in row.items() if k != "step"}, row["step"])
+
+
+def _train_phase(
+    ctx: RunContext, name: str, number: int, data: DataBundle, folder: Path, offset: int
+) -> PhaseResult:
+    """Meta re-weighting from scratch on `data`, keeping snapshots every P epochs."""
+    phase_ctx = replace(ctx, data=data, model=fresh_model(replace(ctx, data=data), number))
+    phase = plan_phase(
+        phase_ctx,
+        name,
+        folder=folder,
+        step_offset=offset,
+        snapshot_every_epochs=ctx.cfg.selector.snapshot_every,
+    )
+    if _load_phase(folder, name) is None:
+        log.info(
+            "Phase %s: %d training / %d meta examples.", name, len(data.train), len(data.clean)
+        )
+    return _run_phase(phase_ctx, phase)
+
+
+def _round(
+    ctx: RunContext, r: int, data: DataBundle, prev: PhaseResult, offset: int
+) -> PhaseResult:
+    if ctx.cfg.selector.round_training == "reweight":
+        return _train_phase(ctx, f"round{r}", r, data, ctx.run_dir, offset)
+    return _finetune(ctx, r, data, prev, offset)
+
+
+def _finetune(
+    ctx: RunContext, r: int, data: DataBundle, prev: PhaseResult, offset: int
+) -> PhaseResult:
+    """The previous phase's best-validation model trained further on the meta set alone, with
+    plain SGD (the paper's "Fine-tuning" row; L2RW's "+FT")."""
+    cfg = ctx.cfg
+    model = fresh_model(ctx, r)
+    model.load_state_dict(load_snapshot(prev.snapshot_folder, "best", ctx.device))
+    on_meta = replace(data, train=data.clean)
+    batch = min(cfg.train.batch_size, len(data.clean))
+    per_epoch = steps_per_epoch(len(data.clean), batch)
+    total = cfg.selector.finetune_epochs * per_epoch
+    phase = Phase(
+        name=f"round{r}",
+        folder=ctx.run_dir,
+        total=total,
+        milestones=[],
+        batch_size=batch,
+        steps_per_epoch=per_epoch,
+        eval_every=per_epoch,
+        checkpoint_every=max(total // 4, 1),
+        step_offset=offset,
+        snapshot_every=per_epoch * cfg.selector.snapshot_every,
+    )
+    ft_ctx = replace(ctx, data=on_meta, model=model)
+    done = _load_phase(ctx.run_dir, phase.name)
+    if done is not None:
+        return done
+    out = train_loop(ft_ctx, baseline(ft_ctx), phase)
+    steps = int(out["metrics"]["steps"])
+    write_json_atomic(_phase_file(ctx.run_dir, phase.name), {"out": out, "steps": steps})
+    return PhaseResult(phase.name, out, steps, phase.snapshot_folder)
+
+
+def selection_models(ctx: RunContext, prev: PhaseResult) -> list[nn.Module]:
+    """Algorithm 3's snapshots: the best-validation model t* and the models kept every P epochs
+    after it, K in all (fewer when the phase ended first)."""
+    sel = ctx.cfg.selector
+    after = [s for s in snapshot_steps(prev.snapshot_folder) if s > prev.best_step]
+    tags = ["best", *(f"step-{s}" for s in after)][: sel.snapshots]
+    models = []
+    for tag in tags:
+        model = fresh_model(ctx, 0)
+        model.load_state_dict(load_snapshot(prev.snapshot_folder, tag, ctx.device))
+        models.append(model.eval())
+    return models
+
+
+def _select(
+    ctx: RunContext, r: int, prev: PhaseResult, data: DataBundle, k: int, label_free: bool
+) -> tuple[torch.Tensor, int, Selection | None]:
+    """Round r's picks as positions in `data.train` (read back when the round was selected
+    before), and how many of them had a wrong label."""
+    path = ctx.run_dir / f"round-{r}.json"
+    selection = None
+    if path.exists():
+        chosen = json.loads(path.read_text())["selected"]
+        where = {int(s): i for i, s in enumerate(data.train.index)}
+        positions = torch.tensor([where[s] for s in chosen], device=data.train.y.device)
+    else:
+        cfg = ctx.cfg
+        models = selection_models(ctx, prev)
+        with torch.no_grad():
+            x = ctx.preprocess(data.train.x)
+            meta_x = ctx.preprocess(data.clean.x)
+        candidates = Candidates(
+            x, data.train.y, meta_x, data.clean.y, models, label_free, cfg.seed, r, cfg.selector
+        )
+        selection = SELECTORS.get(cfg.selector.name)(candidates, k)
+        positions = selection.indices.to(data.train.y.device)
+        if len(set(positions.tolist())) != len(positions):
+            raise RuntimeError(f"selector {cfg.selector.name} picked an example twice")
+        write_json_atomic(
+            path,
+            {
+                "selected": data.train.index[positions.cpu().numpy()].tolist(),
+                "snapshots": len(models),
+            },
+        )
+    noisy = int((data.train.y[positions] != data.train.y_true[positions]).sum())
+    log.info(
+        "Round %d: %d examples selected, %d of them had a wrong label.", r, len(positions), noisy
+    )
+    return positions, noisy, selection
+
+
+def _summary(result: PhaseResult, r: int, chosen: list[int], noisy: int) -> dict[str, Any]:
+    m = result.out["metrics"]
+    return {
+        "round": r,
+        "phase": result.name,
+        "selected": chosen,
+        "noisy_before_cleaning": noisy,
+        "test_acc": m["test_acc"],
+        "test_acc_es": m["test_acc_es"],
+        "best_val_acc": m["best_val_acc"],
+        "best_step": m["best_step"],
+        "steps": result.steps,
+    }
+
+
+def _write_features(run_dir: Path, selection: Selection, data: DataBundle) -> None:
+    """features.npz for the t-SNE figure: (at most 2,000 of) the clustered rows, the picked
+    rows among them."""
+    feats = selection.features.float().cpu()
+    picked = selection.feature_index.cpu()
+    rng = np.random.default_rng(0)
+    others = np.setdiff1d(np.arange(len(feats)), picked.numpy())
+    rows = np.concatenate(
+        [picked.numpy(), rng.permutation(others)[: FEATURES_MAX_ROWS - len(picked)]]
+    )
+    np.savez_compressed(
+        run_dir / "features.npz",
+        features=feats[rows].numpy(),
+        labels=np.zeros(len(rows), dtype=np.int64),
+        centroid_indices=np.arange(len(picked)),
+    )
+
+
+def _write_toy_boundary(ctx: RunContext, last: PhaseResult, data: DataBundle) -> None:
+    """toy_boundary.npz for 2-D data: the final best model's P(class 1) on a grid, the training
+    points as trained on, and the meta samples (RBC Figure 1)."""
+    model = fresh_model(ctx, 0)
+    model.load_state_dict(load_snapshot(last.snapshot_folder, "best", ctx.device))
+    model.eval()
+    x = torch.cat([data.train.x, data.clean.x]).float()
+    y = torch.cat([data.train.y, data.clean.y])
+    lo, hi = x.min(0).values - 0.5, x.max(0).values + 0.5
+    xx, yy = torch.meshgrid(
+        torch.linspace(float(lo[0]), float(hi[0]), 120),
+        torch.linspace(float(lo[1]), float(hi[1]), 120),
+        indexing="xy",
+    )
+    grid = torch.stack([xx.flatten(), yy.flatten()], 1).to(ctx.device)
+    with torch.no_grad():
+        prob = torch.softmax(model(ctx.preprocess(grid)), 1)[:, 1].reshape(xx.shape)
+    np.savez_compressed(
+        ctx.run_dir / "toy_boundary.npz",
+        xx=xx.numpy(),
+        yy=yy.numpy(),
+        prob=prob.cpu().numpy(),
+        x_train=x.cpu().numpy(),
+        y_train=y.cpu().numpy(),
+        selected=np.arange(len(data.train), len(x)),
+    )

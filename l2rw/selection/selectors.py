@@ -1,0 +1,147 @@
+"""Selectors: which training examples to clean and add to the meta set in one round.
+
+A selector reads models and data and returns indices into the candidate pool; it never trains
+(the pipeline in `l2rw.methods.selection` does). Each is one registered function taking a
+`Candidates` and the number of examples to pick; its options come from `selector.*`.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from omegaconf import DictConfig
+from torch import Tensor, nn
+
+from l2rw.registry import Registry
+from l2rw.seeding import SELECTION, derive_seed, generator
+from l2rw.selection.features import gbc_features, rbc_features, snapshot_features
+from l2rw.selection.kmeans import drop_nearest, kmeans, nearest_to_centroids, weighted_kmeans
+
+SELECTORS = Registry("selector")
+
+
+@dataclass
+class Candidates:
+    """What a round's selector sees.
+
+    `x` are the training examples (preprocessed without augmentation) with their observed labels
+    `y`; `meta_x`, `meta_y` the meta set so far (clean labels); `models` the K snapshots in eval
+    mode, the best-validation model first. `label_free` drops the label-dependent part of the
+    gradient features (noisy labels). `seed` and `round` fix every random choice.
+    """
+
+    x: Tensor
+    y: Tensor
+    meta_x: Tensor
+    meta_y: Tensor
+    models: list[nn.Module]
+    label_free: bool
+    seed: int
+    round: int
+    options: DictConfig
+
+
+@dataclass
+class Selection:
+    """Picked indices into the candidates, and what a figure of the clustering needs."""
+
+    indices: Tensor
+    # Features that were clustered (rows of the kept candidates) and the picked rows among them.
+    features: Tensor | None = None
+    feature_index: Tensor | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def _generator(c: Candidates) -> torch.Generator:
+    return generator(c.seed, SELECTION, c.round)
+
+
+@SELECTORS.register("random")
+@SELECTORS.register("finetune")
+def random_selection(c: Candidates, k: int) -> Selection:
+    """Uniformly at random (the `finetune` selector picks the same way, then fine-tunes)."""
+    return Selection(torch.randperm(len(c.y), generator=_generator(c))[:k].to(c.y.device))
+
+
+@torch.no_grad()
+def predictive_entropy(model: nn.Module, x: Tensor, batch_size: int = 1024) -> Tensor:
+    """H(softmax(f(x))) per example, in eval mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        out = []
+        for start in range(0, len(x), batch_size):
+            logp = torch.log_softmax(model(x[start : start + batch_size]), dim=1)
+            out.append(-(logp.exp() * logp).sum(1))
+        return torch.cat(out)
+    finally:
+        model.train(was_training)
+
+
+@SELECTORS.register("uncertain")
+def uncertain(c: Candidates, k: int) -> Selection:
+    """The k examples of highest predictive entropy under the best-validation model."""
+    return Selection(predictive_entropy(c.models[0], c.x).topk(k).indices)
+
+
+@SELECTORS.register("certain")
+def certain(c: Candidates, k: int) -> Selection:
+    """The k examples of lowest predictive entropy under the best-validation model."""
+    return Selection(predictive_entropy(c.models[0], c.x).topk(k, largest=False).indices)
+
+
+def _features(c: Candidates, fn: Callable[..., Tensor], **kw) -> tuple[Tensor, Tensor]:
+    """Features of the candidates and of the meta set, from one call so that both share GBC's
+    layer draw and projection (the meta set's labels are clean; both label-free if asked)."""
+    x = torch.cat([c.x, c.meta_x])
+    y = None if c.label_free else torch.cat([c.y, c.meta_y])
+    feats = snapshot_features(fn, c.models, x, y, **kw)
+    return feats[: len(c.x)], feats[len(c.x) :]
+
+
+def _cluster_and_pick(c: Candidates, k: int, feats: Tensor, meta_feats: Tensor) -> Selection:
+    """Algorithm 2: drop the candidates nearest the meta set, weighted K-means, nearest to each
+    centroid (no duplicates)."""
+    keep = drop_nearest(feats, meta_feats, c.options.drop_fraction).sort().values
+    centroids, _ = weighted_kmeans(feats[keep], k, c.seed, max_iter=c.options.kmeans_iters)
+    picked = nearest_to_centroids(feats, centroids, candidates=keep)
+    return Selection(picked, feats[keep], torch.searchsorted(keep, picked))
+
+
+@SELECTORS.register("rbc")
+def rbc(c: Candidates, k: int) -> Selection:
+    """RBC: last-layer gradient features (Eq. 11-12) over the snapshots, weighted K-means."""
+    return _cluster_and_pick(c, k, *_features(c, rbc_features))
+
+
+@SELECTORS.register("gbc")
+def gbc(c: Candidates, k: int) -> Selection:
+    """GBC: importance-sampled, projected per-example layer gradients (Eq. 13-14)."""
+    o = c.options
+    dims = tuple(o.proj_dims)
+    exact = not all(dims)
+    feats = _features(
+        c,
+        gbc_features,
+        seed=derive_seed(c.seed, SELECTION, c.round),
+        layers=o.layers,
+        proj_dims=(1, 1) if exact else dims,
+        exact=exact,
+    )
+    return _cluster_and_pick(c, k, *feats)
+
+
+@SELECTORS.register("kmeans")
+def rbc_kmeans(c: Candidates, k: int) -> Selection:
+    """RBC-K: RBC's features clustered by ordinary K-means; the candidate nearest (Euclidean) to
+    each centroid, no duplicates."""
+    feats, meta_feats = _features(c, rbc_features)
+    keep = drop_nearest(feats, meta_feats, c.options.drop_fraction).sort().values
+    centroids, _ = kmeans(feats[keep], k, c.seed, max_iter=c.options.kmeans_iters)
+    dist = torch.cdist(centroids, feats[keep])
+    picked: list[int] = []
+    for row in dist:
+        order = row.argsort()
+        picked.append(int(next(int(j) for j in order if int(j) not in picked)))
+    local = torch.tensor(picked, device=keep.device)
+    return Selection(keep[local], feats[keep], local)

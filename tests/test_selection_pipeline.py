@@ -1,0 +1,181 @@
+"""The selection pipeline (Wu et al. 2023, Algorithm 2) end to end on the 2-D toy data: every
+selector runs a whole round, the warm-up is cached and reused, an interrupted job resumes to the
+same result, and the record says what was selected."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import l2rw.methods.loop as loop
+import l2rw.methods.selection as selection
+from l2rw.data.splits import build_data
+from l2rw.methods.selection import move_to_meta
+from l2rw.selection.selectors import SELECTORS
+from l2rw.train import run
+
+TOY = (
+    "dataset=toy2d",
+    "model=mlp",
+    "protocol=rbc",
+    "method=meta_reweight",
+    "noise=uniform_flip",
+    "noise.rate=0.6",
+    "train.batch_size=32",
+    "train.length=6",
+    "train.eval_every=2",
+    "train.checkpoint_every=2",
+    "train.lr=0.1",
+    "selector.snapshot_every=1",
+    "device=cpu",
+)
+
+
+def toy(tiny_cfg, tmp_path, *overrides):
+    return tiny_cfg(*TOY, f"paths.output_root={tmp_path / 'outputs'}", *overrides)
+
+
+@pytest.mark.parametrize(
+    "selector",
+    ["random", "certain", "uncertain", "kmeans", "rbc", "gbc", "gbc selector.proj_dims=[0,0]"],
+)
+def test_each_selector_runs_a_whole_round(tiny_cfg, tmp_path, selector):
+    cfg = toy(tiny_cfg, tmp_path, *f"selector={selector}".split())
+    record = run(cfg, tmp_path / "job")
+    assert record["status"] == "completed", record["error"]
+    sel = record["selection"]
+    assert len(sel["meta_indices"]) == len(set(sel["meta_indices"])) == 6
+    assert set(sel["warmup_indices"]) < set(sel["meta_indices"])
+    assert [r["round"] for r in sel["rounds"]] == [0, 1]
+    assert len(sel["rounds"][1]["selected"]) == 4
+    assert 0 <= sel["noisy_selected_before_cleaning"] <= 4
+    assert record["data"]["sizes"]["clean"] == 6
+    assert record["data"]["sizes"]["train"] == 594
+    assert record["metrics"]["test_acc"] == record["metrics"]["test_acc_es"]
+    assert record["metrics"]["test_acc"] == sel["rounds"][1]["test_acc_es"]
+    assert (tmp_path / "job" / "toy_boundary.npz").exists()
+
+
+def test_warmup_selector_is_the_warmup_alone(tiny_cfg, tmp_path):
+    record = run(toy(tiny_cfg, tmp_path, "selector=warmup"), tmp_path / "job")
+    assert record["status"] == "completed", record["error"]
+    assert [r["round"] for r in record["selection"]["rounds"]] == [0]
+    assert record["data"]["sizes"]["clean"] == 2
+
+
+def test_finetune_trains_the_warmup_model_on_the_meta_set(tiny_cfg, tmp_path):
+    record = run(toy(tiny_cfg, tmp_path, "selector=finetune"), tmp_path / "job")
+    assert record["status"] == "completed", record["error"]
+    # 6 meta examples in batches of at most 32: one step an epoch, 10 epochs.
+    assert record["selection"]["rounds"][1]["steps"] == 10
+
+
+def test_l2rw_as_the_reweighting_algorithm(tiny_cfg, tmp_path):
+    record = run(toy(tiny_cfg, tmp_path, "selector=rbc", "method=l2rw"), tmp_path / "job")
+    assert record["status"] == "completed", record["error"]
+
+
+def test_cleaned_examples_leave_training_with_their_true_labels(tiny_cfg):
+    data = build_data(tiny_cfg(*TOY, "selector=random"))
+    moved = move_to_meta(data, torch.tensor([0, 5, 7]))
+    assert len(moved.train) == len(data.train) - 3
+    assert len(moved.clean) == len(data.clean) + 3
+    assert torch.equal(moved.clean.y[-3:], data.train.y_true[[0, 5, 7]])
+    assert set(moved.clean.index[-3:]) == set(data.train.index[[0, 5, 7]])
+    assert not set(moved.train.index) & set(moved.clean.index)
+
+
+def test_warmup_is_cached_and_reused_across_selectors(tiny_cfg, tmp_path, monkeypatch):
+    trained = []
+    real = selection.train_method
+
+    def counting(ctx, phase=None):
+        trained.append(phase.name)
+        return real(ctx, phase)
+
+    monkeypatch.setattr(selection, "train_method", counting)
+    first = run(toy(tiny_cfg, tmp_path, "selector=random"), tmp_path / "a")
+    second = run(toy(tiny_cfg, tmp_path, "selector=rbc"), tmp_path / "b")
+    assert trained == ["warmup", "round1", "round1"]
+    assert first["selection"]["warmup_folder"] == second["selection"]["warmup_folder"]
+    assert first["selection"]["rounds"][0] == second["selection"]["rounds"][0]
+    # Another seed is another warm-up.
+    run(toy(tiny_cfg, tmp_path, "selector=rbc", "seed=1"), tmp_path / "c")
+    assert trained.count("warmup") == 2
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_interrupted_selection_job_resumes_to_the_same_result(tiny_cfg, tmp_path, monkeypatch):
+    overrides = ("selector=rbc", "selector.cache_warmup=false", "train.length=8")
+    straight = run(toy(tiny_cfg, tmp_path, *overrides), tmp_path / "straight")
+    real_save = loop.save_checkpoint
+
+    def die_in_round1(folder, name, state):
+        real_save(folder, name, state)
+        if name == "checkpoint-round1.pt":
+            raise Interrupted
+
+    monkeypatch.setattr(loop, "save_checkpoint", die_in_round1)
+    with pytest.raises(Interrupted):
+        run(toy(tiny_cfg, tmp_path, *overrides), tmp_path / "resumed")
+    assert (tmp_path / "resumed" / "round-1.json").exists()
+    assert (tmp_path / "resumed" / "checkpoint-round1.pt").exists()
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    resumed = run(toy(tiny_cfg, tmp_path, *overrides), tmp_path / "resumed")
+    assert resumed["status"] == "completed"
+    assert resumed["metrics"] == straight["metrics"]
+    assert resumed["selection"]["meta_indices"] == straight["selection"]["meta_indices"]
+    assert resumed["weights_hist"] == straight["weights_hist"]
+    log = (tmp_path / "resumed" / "metrics.jsonl").read_text()
+    assert log == (tmp_path / "straight" / "metrics.jsonl").read_text()
+
+
+def test_meta_reweight_weight_table_survives_an_interruption(tiny_cfg, tmp_path, monkeypatch):
+    overrides = ("method=meta_reweight", "dataset.clean_size=20", "device=cpu")
+    straight = run(tiny_cfg(*overrides), tmp_path / "straight")
+    real_save = loop.save_checkpoint
+    saved = {}
+
+    def die_after_first(folder, name, state):
+        real_save(folder, name, state)
+        saved["weights"] = state["rule"]["weights"].clone()
+        raise Interrupted
+
+    monkeypatch.setattr(loop, "save_checkpoint", die_after_first)
+    with pytest.raises(Interrupted):
+        run(tiny_cfg(*overrides), tmp_path / "resumed")
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    # The weights moved from their U[0, 1) start and stay in [0, 1].
+    assert float(saved["weights"].min()) >= 0 and float(saved["weights"].max()) <= 1
+    resumed = run(tiny_cfg(*overrides), tmp_path / "resumed")
+    assert resumed["metrics"] == straight["metrics"]
+    assert resumed["weights_hist"] == straight["weights_hist"]
+
+
+def test_selectors_registered():
+    assert SELECTORS.names() == [
+        "certain",
+        "finetune",
+        "gbc",
+        "kmeans",
+        "random",
+        "rbc",
+        "uncertain",
+    ]
+
+
+def test_selection_needs_a_meta_reweighting_method(tiny_cfg, tmp_path):
+    record = run(toy(tiny_cfg, tmp_path, "selector=rbc", "method=baseline"), tmp_path / "job")
+    assert record["status"] == "failed" and "method=meta_reweight" in record["error"]
+
+
+def test_record_lists_selected_examples_by_source_index(tiny_cfg, tmp_path):
+    record = run(toy(tiny_cfg, tmp_path, "selector=random"), tmp_path / "job")
+    chosen = record["selection"]["rounds"][1]["selected"]
+    saved = json.loads((tmp_path / "job" / "round-1.json").read_text())["selected"]
+    assert chosen == saved
+    assert np.isin(chosen, record["selection"]["meta_indices"]).all()
