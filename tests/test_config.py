@@ -61,7 +61,8 @@ def test_every_table_composes_at_both_scales(table, scale):
     cfg = compose_cfg(
         [f"+table={table}", f"scale={scale}"],
     )
-    assert cfg.table_name == table
+    # A table file runs its own sweep, or reports another metric of another file's runs.
+    assert cfg.table_name in _options("table")
     assert cfg.train.length > 0 and cfg.report.seeds >= 1
 
 

@@ -17,6 +17,7 @@ def fig2_spec(**changes: Any) -> TableSpec:
     """The l2rw_fig2 report settings on a 2 x 2 grid with 2 seeds (no Hydra compose)."""
     fields: dict[str, Any] = {
         "name": TABLE,
+        "table": TABLE,
         "title": "Fig 2",
         "rows": ["method.name"],
         "columns": ["imbalance.majority_fraction"],

@@ -55,6 +55,8 @@ def test_each_selector_runs_a_whole_round(tiny_cfg, tmp_path, selector):
     assert record["metrics"]["test_acc"] == record["metrics"]["test_acc_es"]
     assert record["metrics"]["test_acc"] == sel["rounds"][1]["test_acc_es"]
     assert (tmp_path / "job" / "toy_boundary.npz").exists()
+    assert 0 <= record["metrics"]["weights_auc"] <= 1
+    assert 0 <= record["metrics"]["weights_auc_boundary"] <= 1
 
 
 def test_warmup_selector_is_the_warmup_alone(tiny_cfg, tmp_path):

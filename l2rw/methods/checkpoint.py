@@ -46,6 +46,16 @@ def save_snapshot(folder: Path, tag: str, model: nn.Module) -> None:
     _save_atomic(state, Path(folder) / f"{tag}.pt")
 
 
+def save_rule_state(folder: Path, state: dict[str, Any]) -> None:
+    """A step rule's final state (e.g. the per-example weight table) as `rule-final.pt`."""
+    _save_atomic(state, Path(folder) / "rule-final.pt")
+
+
+def load_rule_state(folder: Path, device: torch.device) -> dict[str, Any] | None:
+    path = Path(folder) / "rule-final.pt"
+    return torch.load(path, map_location=device, weights_only=True) if path.exists() else None
+
+
 def snapshot_steps(folder: Path) -> list[int]:
     """Steps of the `step-<n>` snapshots in `folder`, ascending."""
     return sorted(int(p.stem.split("-", 1)[1]) for p in Path(folder).glob("step-*.pt"))

@@ -29,6 +29,7 @@ from l2rw.methods.checkpoint import (
     load_checkpoint,
     remove_checkpoint,
     save_checkpoint,
+    save_rule_state,
     save_snapshot,
 )
 from l2rw.methods.context import RunContext
@@ -259,6 +260,8 @@ def train_loop(ctx: RunContext, rule: StepRule, phase: Phase | None = None) -> d
         evals = _evaluate(ctx, preprocess)
     if phase.snapshot_every:
         save_snapshot(phase.snapshot_folder, "final", model)
+        if hasattr(rule, "state_dict"):
+            save_rule_state(phase.snapshot_folder, rule.state_dict())
     remove_checkpoint(phase.folder, phase.checkpoint_name)
     return {
         "status": status,

@@ -33,8 +33,9 @@ from torch import nn
 
 from l2rw.data.batches import steps_per_epoch
 from l2rw.data.splits import DataBundle, Split, data_facts
-from l2rw.methods.checkpoint import load_snapshot, snapshot_steps
+from l2rw.methods.checkpoint import load_rule_state, load_snapshot, snapshot_steps
 from l2rw.methods.context import RunContext
+from l2rw.methods.diagnostics import boundary_distance, weights_auc
 from l2rw.methods.loop import Phase, plan_phase, train_loop, train_method
 from l2rw.methods.reweighting import baseline
 from l2rw.models import build_model
@@ -93,6 +94,7 @@ def selection_pipeline(ctx: RunContext) -> dict[str, Any]:
     metrics = dict(prev.out["metrics"])
     metrics["test_acc_final"] = metrics["test_acc"]
     metrics["test_acc"] = metrics["test_acc_es"]
+    metrics.update(_weight_diagnostics(ctx, prev, data))
     return {
         "status": prev.out["status"],
         "metrics": metrics,
@@ -338,6 +340,19 @@ def _summary(result: PhaseResult, r: int, chosen: list[int], noisy: int) -> dict
         "best_step": m["best_step"],
         "steps": result.steps,
     }
+
+
+def _weight_diagnostics(ctx: RunContext, last: PhaseResult, data: DataBundle) -> dict[str, Any]:
+    """AUC of the last phase's learned per-example weights against label cleanliness, on all
+    training examples and the 1,000 nearest the final model's boundary (RBC Table 3); empty
+    when the method keeps no weight table or the last phase did not train on `data.train`."""
+    state = load_rule_state(last.snapshot_folder, ctx.device)
+    if state is None or "weights" not in state or len(state["weights"]) != len(data.train):
+        return {}
+    model = fresh_model(ctx, 0)
+    model.load_state_dict(load_snapshot(last.snapshot_folder, "final", ctx.device))
+    distance = boundary_distance(model, ctx.preprocess(data.train.x))
+    return weights_auc(state["weights"], data.train.y == data.train.y_true, distance)
 
 
 def _write_features(run_dir: Path, selection: Selection, data: DataBundle) -> None:

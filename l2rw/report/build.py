@@ -62,7 +62,7 @@ def build_table(table: str, overrides: list[str], options: Options) -> Built:
         except FigureError as err:
             agg.problems.append(Problem("figure", f"{kind} not drawn: {err}"))
     figures = [name for name in kinds if name in files]
-    report = Report(spec, agg, prov, PAPER_TABLES.get(spec.name), figures)
+    report = Report(spec, agg, prov, PAPER_TABLES.get(spec.table), figures)
     for suffix, text in (("md", to_markdown), ("csv", to_csv), ("tex", to_latex)):
         files[f"{stem}.{suffix}"] = scrub(text(report), prov.replacements).encode()
     return Built(write_all(Path(options.results_dir), files), report)
@@ -70,7 +70,7 @@ def build_table(table: str, overrides: list[str], options: Options) -> Built:
 
 def results_stem(spec: TableSpec) -> str:
     """results/<table> for the paper's protocol, results/<table>_<scale> for a reduced scale."""
-    return spec.name if spec.scale == "full" else f"{spec.name}_{spec.scale}"
+    return spec.table if spec.scale == "full" else f"{spec.table}_{spec.scale}"
 
 
 def _load(spec: TableSpec, source: str) -> list[Record]:

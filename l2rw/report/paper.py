@@ -74,7 +74,7 @@ PAPER_TABLES: dict[str, PaperRef] = {
             'Introduction: "randomly selected meta samples may perform worse than carefully '
             'selected ones by using our methods (62.9% vs. 87.1% on test accuracy)". Caption: '
             '"the one learned by random selections deviates farther from the expected '
-            'classifier, thus leading to worse prediction performance than our methods (56.3% '
+            "classifier, thus leading to worse prediction performance than our methods (56.3% "
             'vs. 92.0%)."'
         ),
     ),
@@ -83,6 +83,10 @@ PAPER_TABLES: dict[str, PaperRef] = {
         "Table 1",
         rows=RBC_SELECTOR_ROWS,
         columns={"0.6": "MNIST / adversarial"},
+    ),
+    "rbc_table3": PaperRef("rbc", "Table 3", rows=RBC_SELECTOR_ROWS, columns={"0.8": "All"}),
+    "rbc_table3_boundary": PaperRef(
+        "rbc", "Table 3", rows=RBC_SELECTOR_ROWS, columns={"0.8": "Boundary"}
     ),
     "rbc_table8": PaperRef(
         "rbc",
@@ -94,7 +98,7 @@ PAPER_TABLES: dict[str, PaperRef] = {
         "rbc",
         "Figure 3",
         note=(
-            "Figure 3 is a plot; the paper prints no numbers for it. Its text: \"both RBC and GBC "
+            'Figure 3 is a plot; the paper prints no numbers for it. Its text: "both RBC and GBC '
             "outperform all the baseline methods across all the noise rates and the performance "
             'gains become even larger with more samples being noisily labeled (up to 2%)."'
         ),

@@ -21,7 +21,10 @@ class ReportError(UserError):
 
 @dataclass(frozen=True)
 class TableSpec:
+    # The runs' table_name (which records belong here) and the conf/table file reported: two
+    # files may report the same runs, e.g. two metrics of one sweep.
     name: str
+    table: str
     title: str
     rows: list[str]
     columns: list[str]
@@ -154,6 +157,7 @@ def _spec(cfg: DictConfig, table: str, output_root: str | None) -> TableSpec:
     seeds = sweeps.get("seed")
     return TableSpec(
         name=cfg.table_name,
+        table=table,
         title=report.title or cfg.table_name,
         rows=list(report.rows),
         columns=list(report.columns),
