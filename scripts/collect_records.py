@@ -1,8 +1,9 @@
-"""Copy a table's run records (result.json, metrics.jsonl and the figure artifacts) from an
-output root into results/records/<table>/, with machine paths replaced by `DATA_DIR` and
-`outputs`, so they can be committed beside the tables built from them.
+"""Copy a table's run records (result.json, metrics.jsonl and, with --artifacts, the figure
+artifacts) from an output root into results/records/<table>/, with machine paths replaced by
+`DATA_DIR` and `outputs`, so they can be committed beside the tables built from them.
 
     python scripts/collect_records.py OUTPUT_ROOT TABLE [--data-dir DIR] [--match TEXT]
+        [--artifacts]
 
 A record already in results/records for the same job folder is replaced.
 """
@@ -26,6 +27,9 @@ def main() -> None:
     parser.add_argument("table")
     parser.add_argument("--data-dir", help="the data folder the runs read (becomes DATA_DIR)")
     parser.add_argument("--match", default="", help="only job folders whose name contains this")
+    parser.add_argument(
+        "--artifacts", action="store_true", help="also copy the figure artifacts (.npz)"
+    )
     args = parser.parse_args()
 
     replacements = [
@@ -47,7 +51,7 @@ def main() -> None:
                 for old, new in replacements:
                     text = text.replace(old, new)
                 (target / name).write_text(text)
-        for name in BINARY_FILES:
+        for name in BINARY_FILES if args.artifacts else ():
             if (job / name).exists():
                 shutil.copy2(job / name, target / name)
         print(target)
