@@ -7,38 +7,18 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from nets import bn_net, lenet
 from torch import nn
 
 from l2rw.meta import meta_reweight_grad, meta_reweight_step
-from l2rw.models import build_model
-
-
-class SmallBNNet(nn.Module):
-    """A small CNN with BatchNorm (train mode couples the examples of a batch)."""
-
-    def __init__(self, k: int = 3) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(1, 6, 3, padding=1)
-        self.bn = nn.BatchNorm2d(6)
-        self.fc = nn.Linear(6 * 4 * 4, k)
-
-    def forward(self, x):
-        h = F.max_pool2d(F.relu(self.bn(self.conv(x))), 2)
-        return self.fc(h.flatten(1))
 
 
 def _lenet():
-    torch.manual_seed(0)
-    return build_model("lenet", 10).double()
+    return lenet(10)
 
 
 def _bnnet():
-    torch.manual_seed(0)
-    net = SmallBNNet().double()
-    with torch.no_grad():  # non-trivial running stats, to see they are not touched
-        net.bn.running_mean.uniform_(-1, 1)
-        net.bn.running_var.uniform_(0.5, 2)
-    return net
+    return bn_net()
 
 
 MODELS = {"lenet": (_lenet, (1, 28, 28), 10), "bn_cnn": (_bnnet, (1, 8, 8), 3)}
