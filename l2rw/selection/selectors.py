@@ -6,7 +6,7 @@ A selector reads models and data and returns indices into the candidate pool; it
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from omegaconf import DictConfig
@@ -49,7 +49,6 @@ class Selection:
     # Features that were clustered (rows of the kept candidates) and the picked rows among them.
     features: Tensor | None = None
     feature_index: Tensor | None = None
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 def _generator(c: Candidates) -> torch.Generator:
