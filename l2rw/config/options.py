@@ -22,7 +22,7 @@ def require(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def _choice(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> None:
+def choice(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> None:
     value = OmegaConf.select(cfg, key)
     require(value in allowed, f"{key}={value!r} is not one of {', '.join(allowed)}.")
 
@@ -50,7 +50,7 @@ class ProportionConf(MethodConf):
     @staticmethod
     def check(cfg: DictConfig) -> None:
         MethodConf.check(cfg)
-        _choice(cfg, "method.weighting", ("expected", "batch", "authors"))
+        choice(cfg, "method.weighting", ("expected", "batch", "authors"))
 
 
 @dataclass
@@ -87,7 +87,7 @@ class L2RWConf(MethodConf):
     @staticmethod
     def check(cfg: DictConfig) -> None:
         MethodConf.check(cfg)
-        _choice(cfg, "method.engine", ENGINES)
+        choice(cfg, "method.engine", ENGINES)
         _needs_meta_set(cfg)
 
 
@@ -107,8 +107,8 @@ class MetaReweightConf(MethodConf):
     def check(cfg: DictConfig) -> None:
         MethodConf.check(cfg)
         m = cfg.method
-        _choice(cfg, "method.engine", ENGINES)
-        _choice(cfg, "method.init", ("uniform", "ones"))
+        choice(cfg, "method.engine", ENGINES)
+        choice(cfg, "method.init", ("uniform", "ones"))
         require(m.meta_lr > 0, f"method.meta_lr={m.meta_lr} must be positive.")
         require(
             0 <= m.clamp_min < m.clamp_max,
@@ -160,7 +160,7 @@ class SelectionConf(SelectorConf):
     @staticmethod
     def check(cfg: DictConfig) -> None:
         sel, ds = cfg.selector, cfg.dataset
-        _choice(cfg, "selector.round_training", ("reweight", "finetune"))
+        choice(cfg, "selector.round_training", ("reweight", "finetune"))
         require(
             sel.budget is not None and sel.budget >= ds.clean_size > 0,
             f"selector={sel.name} needs 0 < dataset.clean_size (the warm-up's random meta "

@@ -1,9 +1,8 @@
 """Cross-field checks run before any work: each failure is one paragraph naming the key."""
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from l2rw.config.options import check_options
-from l2rw.errors import ConfigError
+from l2rw.config.options import check_options, choice, require
 
 CHOICES = {
     "scale": ("full", "cpu"),
@@ -12,18 +11,6 @@ CHOICES = {
     "dataset.augment": ("none", "crop_flip"),
     "dataset.hyper_val_from": ("train", "test"),
 }
-
-
-def _get(cfg: DictConfig, dotted: str):
-    node = cfg
-    for part in dotted.split("."):
-        node = node[part]
-    return node
-
-
-def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise ConfigError(message)
 
 
 def validate(cfg: DictConfig) -> None:
@@ -35,8 +22,7 @@ def validate(cfg: DictConfig) -> None:
     from l2rw.models import MODELS
 
     for key, allowed in CHOICES.items():
-        value = _get(cfg, key)
-        _require(value in allowed, f"{key}={value!r} is not one of {', '.join(allowed)}.")
+        choice(cfg, key, allowed)
     for registry, key in (
         (SOURCES, "dataset.name"),
         (NOISES, "noise.name"),
@@ -44,16 +30,16 @@ def validate(cfg: DictConfig) -> None:
         (MODELS, "model.name"),
         (METHODS, "method.name"),
     ):
-        registry.get(_get(cfg, key))
+        registry.get(OmegaConf.select(cfg, key))
     check_options(cfg)
 
     rate = cfg.noise.rate
-    _require(
+    require(
         0.0 <= rate <= 1.0,
         f"noise.rate={rate} is outside [0, 1]. A noise rate is the fraction of training labels "
         f"corrupted: pass e.g. noise.rate=0.4.",
     )
-    _require(
+    require(
         list(cfg.model.input_shape) == list(cfg.dataset.input_shape),
         f"model={cfg.model.name} expects inputs of shape {list(cfg.model.input_shape)} but "
         f"dataset={cfg.dataset.name} gives {list(cfg.dataset.input_shape)}. Pick a matching "
@@ -68,29 +54,29 @@ def _validate_imbalance(cfg: DictConfig) -> None:
     imb, k = cfg.imbalance, cfg.dataset.num_classes
     if imb.name == "binary":
         classes = list(imb.classes or [])
-        _require(
+        require(
             len(classes) == 2 and len(set(classes)) == 2 and all(0 <= c < k for c in classes),
             f"imbalance.classes={classes} must name two different classes in [0, {k}).",
         )
         p, total = imb.majority_fraction, imb.total
-        _require(
+        require(
             p is not None and total is not None and total > 0,
             "imbalance=binary needs imbalance.total and imbalance.majority_fraction.",
         )
         n_major = round(total * p)
-        _require(
+        require(
             0 < n_major < total,
             f"imbalance.majority_fraction={p} with imbalance.total={total} leaves a class empty "
             f"({n_major} majority, {total - n_major} minority). Use a fraction in (0, 1) that "
             f"keeps at least one image of each class.",
         )
     if imb.name == "longtail":
-        _require(
+        require(
             imb.factor is not None and imb.factor >= 1,
             f"imbalance.factor={imb.factor} must be >= 1 (n_max / n_min).",
         )
         if imb.n_max is not None:
-            _require(
+            require(
                 int(imb.n_max / imb.factor) >= 1,
                 f"imbalance.n_max={imb.n_max} with factor={imb.factor} leaves the tail class "
                 f"empty; raise n_max or lower factor.",
@@ -100,17 +86,17 @@ def _validate_imbalance(cfg: DictConfig) -> None:
 def _validate_sizes(cfg: DictConfig) -> None:
     ds, train = cfg.dataset, cfg.train
     for key in ("clean_size", "hyper_val_size"):
-        _require(ds[key] >= 0, f"dataset.{key}={ds[key]} must be >= 0.")
+        require(ds[key] >= 0, f"dataset.{key}={ds[key]} must be >= 0.")
     if ds.clean_per_class is not None:
-        _require(
+        require(
             ds.clean_per_class > 0 and ds.clean_size == 0,
             f"dataset.clean_per_class={ds.clean_per_class} with dataset.clean_size="
             f"{ds.clean_size}: give the clean pool one size, either clean_per_class > 0 with "
             f"dataset.clean_size=0, or clean_size with dataset.clean_per_class=null.",
         )
-    _require(train.length > 0, f"train.length={train.length} must be positive.")
-    _require(train.batch_size > 0, f"train.batch_size={train.batch_size} must be positive.")
-    _require(
+    require(train.length > 0, f"train.length={train.length} must be positive.")
+    require(train.batch_size > 0, f"train.batch_size={train.batch_size} must be positive.")
+    require(
         train.max_steps is None or train.max_steps > 0,
         f"train.max_steps={train.max_steps} must be positive (or null for the full schedule).",
     )

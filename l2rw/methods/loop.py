@@ -67,7 +67,6 @@ class Phase:
     total: int
     milestones: list[int]
     batch_size: int
-    steps_per_epoch: int
     eval_every: int
     checkpoint_every: int
     step_offset: int = 0
@@ -83,7 +82,12 @@ class Phase:
 
     @property
     def snapshot_folder(self) -> Path:
-        return self.folder / f"snapshots-{self.name}"
+        return snapshot_folder(self.folder, self.name)
+
+
+def snapshot_folder(folder: Path, phase_name: str) -> Path:
+    """Where phase `phase_name` run in `folder` keeps its model snapshots."""
+    return Path(folder) / f"snapshots-{phase_name}"
 
 
 def plan_phase(
@@ -110,7 +114,6 @@ def plan_phase(
         total=total,
         milestones=[m * unit for m in train.milestones],
         batch_size=batch,
-        steps_per_epoch=per_epoch,
         eval_every=train.eval_every * unit,
         checkpoint_every=train.checkpoint_every * unit,
         step_offset=step_offset,
@@ -156,7 +159,7 @@ class _Progress:
 
 def train_loop(ctx: RunContext, rule: StepRule, phase: Phase | None = None) -> dict[str, object]:
     """Run `phase` (by default the job's one phase, "train") with `rule`; return the final
-    metrics of the record, the weight histograms and the steps of the snapshots kept."""
+    metrics of the record and the weight histograms."""
     cfg, data, model = ctx.cfg, ctx.data, ctx.model
     phase = phase or plan_phase(ctx)
     optimizer, lr_schedule = make_optimizer(ctx, phase)

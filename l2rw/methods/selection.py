@@ -21,6 +21,7 @@ import fcntl
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -36,7 +37,7 @@ from l2rw.data.splits import DataBundle, Split, data_facts
 from l2rw.methods.checkpoint import load_rule_state, load_snapshot, snapshot_steps
 from l2rw.methods.context import RunContext
 from l2rw.methods.diagnostics import boundary_distance, weights_auc
-from l2rw.methods.loop import Phase, plan_phase, train_loop, train_method
+from l2rw.methods.loop import Phase, plan_phase, snapshot_folder, train_loop, train_method
 from l2rw.methods.reweighting import baseline
 from l2rw.models import build_model
 from l2rw.seeding import MODEL_INIT, derive_seed
@@ -149,16 +150,17 @@ def _load_phase(folder: Path, name: str) -> PhaseResult | None:
     if not path.exists():
         return None
     saved = json.loads(path.read_text())
-    return PhaseResult(name, saved["out"], saved["steps"], folder / f"snapshots-{name}")
+    return PhaseResult(name, saved["out"], saved["steps"], snapshot_folder(folder, name))
 
 
-def _run_phase(ctx: RunContext, phase: Phase, rule_ctx: RunContext | None = None) -> PhaseResult:
-    """Train one phase (or load it, when it finished before) and record that it finished."""
+def _run_phase(phase: Phase, train: Callable[[], dict[str, Any]]) -> PhaseResult:
+    """Run `train` for `phase` (or load the phase, when it finished before) and record that it
+    finished."""
     done = _load_phase(phase.folder, phase.name)
     if done is not None:
         log.info("Phase %s finished before: reusing it from %s.", phase.name, phase.folder)
         return done
-    out = train_method(rule_ctx or ctx, phase)
+    out = train()
     steps = int(out["metrics"]["steps"])
     write_json_atomic(_phase_file(phase.folder, phase.name), {"out": out, "steps": steps})
     return PhaseResult(phase.name, out, steps, phase.snapshot_folder)
@@ -193,10 +195,9 @@ def _warmup(ctx: RunContext) -> PhaseResult:
     key = warmup_key(ctx)
     folder = Path(ctx.cfg.paths.output_root) / "cache" / f"warmup-{key}"
     with _locked(folder.with_suffix(".lock")):
-        cached = _load_phase(folder, "warmup") is not None
         warm_ctx = replace(ctx, run_dir=folder, tracker=Tracker(folder))
         warm = _train_phase(warm_ctx, "warmup", 0, ctx.data, folder, 0)
-    log.info("Warm-up %s %s (%s).", key, "reused" if cached else "trained", folder)
+    log.info("Warm-up %s: %s.", key, folder)
     _replay_warmup_log(ctx, folder, warm.steps)
     return warm
 
@@ -218,19 +219,22 @@ def _train_phase(
     ctx: RunContext, name: str, number: int, data: DataBundle, folder: Path, offset: int
 ) -> PhaseResult:
     """Meta re-weighting from scratch on `data`, keeping snapshots every P epochs."""
-    phase_ctx = replace(ctx, data=data, model=fresh_model(replace(ctx, data=data), number))
+    data_ctx = replace(ctx, data=data)
     phase = plan_phase(
-        phase_ctx,
+        data_ctx,
         name,
         folder=folder,
         step_offset=offset,
         snapshot_every_epochs=ctx.cfg.selector.snapshot_every,
     )
-    if _load_phase(folder, name) is None:
+
+    def train() -> dict[str, Any]:
         log.info(
             "Phase %s: %d training / %d meta examples.", name, len(data.train), len(data.clean)
         )
-    return _run_phase(phase_ctx, phase)
+        return train_method(replace(data_ctx, model=fresh_model(data_ctx, number)), phase)
+
+    return _run_phase(phase, train)
 
 
 def _round(
@@ -247,9 +251,6 @@ def _finetune(
     """The previous phase's best-validation model trained further on the meta set alone, with
     plain SGD (the paper's "Fine-tuning" row; L2RW's "+FT")."""
     cfg = ctx.cfg
-    model = fresh_model(ctx, r)
-    model.load_state_dict(load_snapshot(prev.snapshot_folder, "best", ctx.device))
-    on_meta = replace(data, train=data.clean)
     batch = min(cfg.train.batch_size, len(data.clean))
     per_epoch = steps_per_epoch(len(data.clean), batch)
     total = cfg.selector.finetune_epochs * per_epoch
@@ -259,20 +260,25 @@ def _finetune(
         total=total,
         milestones=[],
         batch_size=batch,
-        steps_per_epoch=per_epoch,
         eval_every=per_epoch,
         checkpoint_every=max(total // 4, 1),
         step_offset=offset,
         snapshot_every=per_epoch * cfg.selector.snapshot_every,
     )
-    ft_ctx = replace(ctx, data=on_meta, model=model)
-    done = _load_phase(ctx.run_dir, phase.name)
-    if done is not None:
-        return done
-    out = train_loop(ft_ctx, baseline(ft_ctx), phase)
-    steps = int(out["metrics"]["steps"])
-    write_json_atomic(_phase_file(ctx.run_dir, phase.name), {"out": out, "steps": steps})
-    return PhaseResult(phase.name, out, steps, phase.snapshot_folder)
+
+    def train() -> dict[str, Any]:
+        model = _snapshot_model(ctx, prev.snapshot_folder, "best")
+        ft_ctx = replace(ctx, data=replace(data, train=data.clean), model=model.train())
+        return train_loop(ft_ctx, baseline(ft_ctx), phase)
+
+    return _run_phase(phase, train)
+
+
+def _snapshot_model(ctx: RunContext, folder: Path, tag: str) -> nn.Module:
+    """A model of this run's architecture holding the snapshot `tag` kept in `folder`."""
+    model = fresh_model(ctx, 0)
+    model.load_state_dict(load_snapshot(folder, tag, ctx.device))
+    return model
 
 
 def selection_models(ctx: RunContext, prev: PhaseResult) -> list[nn.Module]:
@@ -281,12 +287,7 @@ def selection_models(ctx: RunContext, prev: PhaseResult) -> list[nn.Module]:
     sel = ctx.cfg.selector
     after = [s for s in snapshot_steps(prev.snapshot_folder) if s > prev.best_step]
     tags = ["best", *(f"step-{s}" for s in after)][: sel.snapshots]
-    models = []
-    for tag in tags:
-        model = fresh_model(ctx, 0)
-        model.load_state_dict(load_snapshot(prev.snapshot_folder, tag, ctx.device))
-        models.append(model.eval())
-    return models
+    return [_snapshot_model(ctx, prev.snapshot_folder, tag).eval() for tag in tags]
 
 
 def _select(
@@ -349,8 +350,7 @@ def _weight_diagnostics(ctx: RunContext, last: PhaseResult, data: DataBundle) ->
     state = load_rule_state(last.snapshot_folder, ctx.device)
     if state is None or "weights" not in state or len(state["weights"]) != len(data.train):
         return {}
-    model = fresh_model(ctx, 0)
-    model.load_state_dict(load_snapshot(last.snapshot_folder, "final", ctx.device))
+    model = _snapshot_model(ctx, last.snapshot_folder, "final")
     distance = boundary_distance(model, ctx.preprocess(data.train.x))
     return weights_auc(state["weights"], data.train.y == data.train.y_true, distance)
 
@@ -376,9 +376,7 @@ def _write_features(run_dir: Path, selection: Selection, data: DataBundle) -> No
 def _write_toy_boundary(ctx: RunContext, last: PhaseResult, data: DataBundle) -> None:
     """toy_boundary.npz for 2-D data: the final best model's P(class 1) on a grid, the training
     points as trained on, and the meta samples (RBC Figure 1)."""
-    model = fresh_model(ctx, 0)
-    model.load_state_dict(load_snapshot(last.snapshot_folder, "best", ctx.device))
-    model.eval()
+    model = _snapshot_model(ctx, last.snapshot_folder, "best").eval()
     x = torch.cat([data.train.x, data.clean.x]).float()
     y = torch.cat([data.train.y, data.clean.y])
     lo, hi = x.min(0).values - 0.5, x.max(0).values + 0.5
