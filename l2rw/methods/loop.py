@@ -75,6 +75,14 @@ class Phase:
     # Keep the model's state every this many steps, for selection, and the best-validation and
     # final states (None: keep none).
     snapshot_every: int | None = None
+    # Keep the best-validation and final states (a later stage starts from one of them).
+    keep_best: bool = False
+    # Learning rate of this phase (None: train.lr), e.g. a fine-tuning stage's small one.
+    lr: float | None = None
+
+    @property
+    def keeps_snapshots(self) -> bool:
+        return self.keep_best or self.snapshot_every is not None
 
     @property
     def checkpoint_name(self) -> str:
@@ -98,27 +106,32 @@ def plan_phase(
     step_offset: int = 0,
     balanced: bool = False,
     snapshot_every_epochs: int | None = None,
+    keep_best: bool = False,
 ) -> Phase:
     """The phase `name` over `ctx.data.train` with the schedule of `ctx.cfg.train`, whose
-    `length`, `milestones`, `eval_every` and `checkpoint_every` count in `train.unit`."""
-    train = ctx.cfg.train
-    batch = ctx.cfg.method.batch_size or train.batch_size
+    `length`, `milestones`, `eval_every` and `checkpoint_every` count in `train.unit`; a method
+    with its own `length` / `milestones` (clean-only's short run) overrides those two."""
+    train, method = ctx.cfg.train, ctx.cfg.method
+    batch = method.batch_size or train.batch_size
     per_epoch = steps_per_epoch(len(ctx.data.train), batch)
     unit = 1 if train.unit == "steps" else per_epoch
-    total = train.length * unit
+    length = train.length if method.length is None else method.length
+    milestones = train.milestones if method.milestones is None else method.milestones
+    total = length * unit
     if train.max_steps:
         total = min(total, train.max_steps)
     return Phase(
         name=name,
         folder=Path(folder or ctx.run_dir),
         total=total,
-        milestones=[m * unit for m in train.milestones],
+        milestones=[m * unit for m in milestones],
         batch_size=batch,
         eval_every=train.eval_every * unit,
         checkpoint_every=train.checkpoint_every * unit,
         step_offset=step_offset,
         balanced=balanced,
         snapshot_every=None if snapshot_every_epochs is None else snapshot_every_epochs * per_epoch,
+        keep_best=keep_best,
     )
 
 
@@ -126,7 +139,7 @@ def make_optimizer(ctx: RunContext, sched: Phase):
     train = ctx.cfg.train
     opt = torch.optim.SGD(
         ctx.model.parameters(),
-        lr=train.lr,
+        lr=train.lr if sched.lr is None else sched.lr,
         momentum=train.momentum,
         nesterov=train.nesterov,
         weight_decay=train.weight_decay,
@@ -141,6 +154,8 @@ class _Progress:
         self.best_val_acc = -1.0
         self.test_acc_es: float | None = None
         self.best_step = -1
+        # Confusion (observed label x prediction) on the hyper-validation set at the best step.
+        self.val_confusion_es: list[list[int]] | None = None
         # Sum and count of the training loss since the last evaluation (logged as its mean).
         self.loss_sum, self.loss_count = 0.0, 0
         self.hist = {
@@ -227,7 +242,7 @@ def train_loop(ctx: RunContext, rule: StepRule, phase: Phase | None = None) -> d
         done = step + 1
         if done % phase.eval_every == 0 or done == phase.total:
             evals = _evaluate(ctx, preprocess)
-            if _track(progress, evals, done) and phase.snapshot_every:
+            if _track(progress, evals, done) and phase.keeps_snapshots:
                 save_snapshot(phase.snapshot_folder, "best", model)
             train_loss = progress.loss_sum / progress.loss_count
             progress.loss_sum, progress.loss_count = 0.0, 0
@@ -261,7 +276,7 @@ def train_loop(ctx: RunContext, rule: StepRule, phase: Phase | None = None) -> d
     bar.close()
     if not evals:
         evals = _evaluate(ctx, preprocess)
-    if phase.snapshot_every:
+    if phase.keeps_snapshots:
         save_snapshot(phase.snapshot_folder, "final", model)
         if hasattr(rule, "state_dict"):
             save_rule_state(phase.snapshot_folder, rule.state_dict())
@@ -278,6 +293,10 @@ def train_loop(ctx: RunContext, rule: StepRule, phase: Phase | None = None) -> d
             "train_loss": train_loss,
             "steps": phase.total if status == "completed" else step + 1,
             "confusion": evals["test"]["confusion"],
+            # On the hyper-validation set, whose labels are as noisy as training's: observed
+            # label x prediction, of the final and of the best-validation model (S-Model +CONF).
+            "val_confusion": evals.get("val", {}).get("confusion"),
+            "val_confusion_es": progress.val_confusion_es,
         },
         "weights_hist": {
             "bins": WEIGHT_BINS.tolist(),
@@ -311,5 +330,6 @@ def _track(progress: _Progress, evals: dict[str, dict[str, object]], step: int) 
         progress.best_val_acc = evals["val"]["acc"]
         progress.test_acc_es = evals["test"]["acc"]
         progress.best_step = step
+        progress.val_confusion_es = evals["val"]["confusion"]
         return True
     return False

@@ -6,6 +6,8 @@ sum_i w_i * loss_i; the weights sum to one (or are all zero), except PROPORTION'
 one in expectation over batches, and meta re-weighting's, which are mean_i w_i with w_i in [0, 1].
 """
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -18,11 +20,20 @@ from l2rw.methods.loop import Batch, StepRule
 from l2rw.seeding import AUGMENT, CLEAN_BATCHES, WEIGHTS, generator
 
 
+def _cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
+    return F.cross_entropy(logits, y, reduction="none")
+
+
 def _weighted_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, weigh
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: Batch,
+    weigh,
+    loss: Callable[[Tensor, Tensor], Tensor] = _cross_entropy,
 ) -> tuple[Tensor, Tensor]:
+    """One SGD step on sum_i w_i * loss_i(logits_i, y_i), w = weigh(losses, batch)."""
     optimizer.zero_grad(set_to_none=True)
-    losses = F.cross_entropy(model(batch.x), batch.y, reduction="none")
+    losses = loss(model(batch.x), batch.y)
     weights = weigh(losses.detach(), batch)
     (weights * losses).sum().backward()
     optimizer.step()
@@ -33,18 +44,22 @@ def _uniform(losses: Tensor, batch: Batch) -> Tensor:
     return torch.full_like(losses, 1.0 / len(losses))
 
 
-@METHODS.register("baseline")
-def baseline(ctx: RunContext) -> StepRule:
-    return lambda m, o, b: _weighted_step(m, o, b, _uniform)
-
-
-class _BalancedUniform:
-    """Uniform weights; the loop draws class-balanced batches for it."""
-
-    balanced_batches = True
+class UniformRule:
+    """Uniform weights: plain SGD on the batch's mean loss."""
 
     def __call__(self, model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch):
         return _weighted_step(model, optimizer, batch, _uniform)
+
+
+@METHODS.register("baseline")
+def baseline(ctx: RunContext) -> StepRule:
+    return UniformRule()
+
+
+class _BalancedUniform(UniformRule):
+    """Uniform weights; the loop draws class-balanced batches for it."""
+
+    balanced_batches = True
 
 
 @METHODS.register("resample")

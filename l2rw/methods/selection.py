@@ -21,9 +21,8 @@ import fcntl
 import hashlib
 import json
 import logging
-from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,38 +33,28 @@ from torch import nn
 
 from l2rw.data.batches import steps_per_epoch
 from l2rw.data.splits import DataBundle, Split, data_facts
-from l2rw.methods.checkpoint import load_rule_state, load_snapshot, snapshot_steps
+from l2rw.methods.checkpoint import load_rule_state, snapshot_steps
 from l2rw.methods.context import RunContext
 from l2rw.methods.diagnostics import boundary_distance, weights_auc
-from l2rw.methods.loop import Phase, plan_phase, snapshot_folder, train_loop, train_method
-from l2rw.methods.reweighting import baseline
-from l2rw.models import build_model
-from l2rw.seeding import MODEL_INIT, derive_seed
+from l2rw.methods.loop import plan_phase, train_method
+from l2rw.methods.phases import (
+    PhaseResult,
+    finetune,
+    finetune_phase,
+    fresh_model,
+    load_snapshot_into,
+    run_phase,
+)
 from l2rw.selection.selectors import SELECTORS, Candidates, Selection
-from l2rw.tracking.record import write_json_atomic
+from l2rw.tracking.record import setting_of, write_json_atomic
 from l2rw.tracking.sinks import METRICS_NAME, Tracker
 
 log = logging.getLogger(__name__)
 
-# Config keys that do not change the warm-up: the selector (but its snapshot period), and how
-# or where the job runs.
-WARMUP_IRRELEVANT = ("selector", "logger", "paths", "report", "table_name", "scales", "scale")
-WARMUP_IRRELEVANT_RUN = ("force", "threads", "device")
+# Config groups that do not change the warm-up (beside bookkeeping): the selector (but its
+# snapshot period), the report, and the table's per-scale values (read through the keys they set).
+WARMUP_IRRELEVANT = ("selector", "report", "scales")
 FEATURES_MAX_ROWS = 2000
-
-
-@dataclass
-class PhaseResult:
-    """A finished phase: the loop's output, its length, and where its snapshots are."""
-
-    name: str
-    out: dict[str, Any]
-    steps: int
-    snapshot_folder: Path
-
-    @property
-    def best_step(self) -> int:
-        return int(self.out["metrics"]["best_step"])
 
 
 def selection_pipeline(ctx: RunContext) -> dict[str, Any]:
@@ -131,47 +120,11 @@ def move_to_meta(data: DataBundle, positions: torch.Tensor) -> DataBundle:
     return replace(data, train=new_train, clean=new_clean)
 
 
-def fresh_model(ctx: RunContext, phase_number: int) -> nn.Module:
-    """A newly initialised model for a phase, its initialisation fixed by (seed, phase)."""
-    cfg = ctx.cfg
-    state = torch.get_rng_state()
-    torch.manual_seed(derive_seed(cfg.seed, MODEL_INIT, phase_number))
-    model = build_model(cfg.model.name, ctx.data.num_classes, **cfg.model.options)
-    torch.set_rng_state(state)
-    return model.to(ctx.device)
-
-
-def _phase_file(folder: Path, name: str) -> Path:
-    return folder / f"phase-{name}.json"
-
-
-def _load_phase(folder: Path, name: str) -> PhaseResult | None:
-    path = _phase_file(folder, name)
-    if not path.exists():
-        return None
-    saved = json.loads(path.read_text())
-    return PhaseResult(name, saved["out"], saved["steps"], snapshot_folder(folder, name))
-
-
-def _run_phase(phase: Phase, train: Callable[[], dict[str, Any]]) -> PhaseResult:
-    """Run `train` for `phase` (or load the phase, when it finished before) and record that it
-    finished."""
-    done = _load_phase(phase.folder, phase.name)
-    if done is not None:
-        log.info("Phase %s finished before: reusing it from %s.", phase.name, phase.folder)
-        return done
-    out = train()
-    steps = int(out["metrics"]["steps"])
-    write_json_atomic(_phase_file(phase.folder, phase.name), {"out": out, "steps": steps})
-    return PhaseResult(phase.name, out, steps, phase.snapshot_folder)
-
-
 def warmup_key(ctx: RunContext) -> str:
     """Hash of everything that determines the warm-up (data, noise, model, method, schedule,
     seed, the snapshot period), and nothing else."""
-    cfg = OmegaConf.to_container(ctx.cfg, resolve=True)
-    for key in (*WARMUP_IRRELEVANT, *WARMUP_IRRELEVANT_RUN):
-        cfg.pop(key, None)
+    config = OmegaConf.to_container(ctx.cfg, resolve=True)
+    cfg = setting_of(config, ignore=WARMUP_IRRELEVANT)  # type: ignore[arg-type]
     cfg["snapshot_every"] = ctx.cfg.selector.snapshot_every
     return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -234,7 +187,7 @@ def _train_phase(
         )
         return train_method(replace(data_ctx, model=fresh_model(data_ctx, number)), phase)
 
-    return _run_phase(phase, train)
+    return run_phase(phase, train)
 
 
 def _round(
@@ -249,36 +202,31 @@ def _finetune(
     ctx: RunContext, r: int, data: DataBundle, prev: PhaseResult, offset: int
 ) -> PhaseResult:
     """The previous phase's best-validation model trained further on the meta set alone, with
-    plain SGD (the paper's "Fine-tuning" row; L2RW's "+FT")."""
+    plain SGD at train.lr for `selector.finetune_epochs` (the paper's "Fine-tuning" row)."""
     cfg = ctx.cfg
     batch = min(cfg.train.batch_size, len(data.clean))
     per_epoch = steps_per_epoch(len(data.clean), batch)
-    total = cfg.selector.finetune_epochs * per_epoch
-    phase = Phase(
-        name=f"round{r}",
-        folder=ctx.run_dir,
-        total=total,
-        milestones=[],
+    phase = finetune_phase(
+        ctx.run_dir,
+        f"round{r}",
+        steps=cfg.selector.finetune_epochs * per_epoch,
         batch_size=batch,
         eval_every=per_epoch,
-        checkpoint_every=max(total // 4, 1),
+        lr=None,
         step_offset=offset,
         snapshot_every=per_epoch * cfg.selector.snapshot_every,
     )
 
     def train() -> dict[str, Any]:
         model = _snapshot_model(ctx, prev.snapshot_folder, "best")
-        ft_ctx = replace(ctx, data=replace(data, train=data.clean), model=model.train())
-        return train_loop(ft_ctx, baseline(ft_ctx), phase)
+        return finetune(replace(ctx, data=data), model, data.clean, phase)
 
-    return _run_phase(phase, train)
+    return run_phase(phase, train)
 
 
 def _snapshot_model(ctx: RunContext, folder: Path, tag: str) -> nn.Module:
     """A model of this run's architecture holding the snapshot `tag` kept in `folder`."""
-    model = fresh_model(ctx, 0)
-    model.load_state_dict(load_snapshot(folder, tag, ctx.device))
-    return model
+    return load_snapshot_into(fresh_model(ctx, 0), folder, tag)
 
 
 def selection_models(ctx: RunContext, prev: PhaseResult) -> list[nn.Module]:

@@ -46,6 +46,23 @@ def run_dirname(overrides: list[str]) -> str:
     return ",".join(sorted(cell_of(overrides) + kept))
 
 
+def setting_of(config: dict[str, Any], ignore: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A resolved config as {dotted key: value}, without bookkeeping (but the seed and scale,
+    which a job's result depends on) and without the top-level groups in `ignore`: two runs with
+    equal settings compute the same thing."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict) and node:
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            flat[prefix[:-1]] = node
+
+    walk({k: v for k, v in config.items() if k not in ignore}, "")
+    return {k: v for k, v in flat.items() if k in RUN_DIR_KEYS or not is_bookkeeping(k)}
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write to a temp file in the same folder, then rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,116 @@
+"""Finished phases and the stages built from them, shared by every pipeline.
+
+A phase that finished leaves `phase-<name>.json` (its loop output) beside its snapshots, so a
+resumed job skips it. `finetune_phase` / `finetune` are the one fine-tuning stage: a model
+trained further on the clean (meta) set alone with plain SGD, after any method's training (the
+L2RW tables' +FT) or as a selection round (the RBC paper's "Fine-tuning" row).
+"""
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from l2rw.data.splits import Split
+from l2rw.methods.checkpoint import load_snapshot
+from l2rw.methods.context import RunContext
+from l2rw.methods.loop import Phase, snapshot_folder, train_loop
+from l2rw.methods.reweighting import UniformRule
+from l2rw.models import build_model
+from l2rw.seeding import MODEL_INIT, derive_seed
+from l2rw.tracking.record import write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PhaseResult:
+    """A finished phase: the loop's output, its length, and where its snapshots are."""
+
+    name: str
+    out: dict[str, Any]
+    steps: int
+    snapshot_folder: Path
+
+    @property
+    def best_step(self) -> int:
+        return int(self.out["metrics"]["best_step"])
+
+
+def _phase_file(folder: Path, name: str) -> Path:
+    return Path(folder) / f"phase-{name}.json"
+
+
+def _load_phase(folder: Path, name: str) -> PhaseResult | None:
+    path = _phase_file(folder, name)
+    if not path.exists():
+        return None
+    saved = json.loads(path.read_text())
+    return PhaseResult(name, saved["out"], saved["steps"], snapshot_folder(folder, name))
+
+
+def run_phase(phase: Phase, train: Callable[[], dict[str, Any]]) -> PhaseResult:
+    """Run `train` for `phase` (or load the phase, when it finished before) and record that it
+    finished."""
+    done = _load_phase(phase.folder, phase.name)
+    if done is not None:
+        log.info("Phase %s finished before: reusing it from %s.", phase.name, phase.folder)
+        return done
+    out = train()
+    steps = int(out["metrics"]["steps"])
+    write_json_atomic(_phase_file(phase.folder, phase.name), {"out": out, "steps": steps})
+    return PhaseResult(phase.name, out, steps, phase.snapshot_folder)
+
+
+def fresh_model(ctx: RunContext, phase_number: int) -> nn.Module:
+    """A newly initialised model for a phase, its initialisation fixed by (seed, phase)."""
+    cfg = ctx.cfg
+    state = torch.get_rng_state()
+    torch.manual_seed(derive_seed(cfg.seed, MODEL_INIT, phase_number))
+    model = build_model(cfg.model.name, ctx.data.num_classes, **cfg.model.options)
+    torch.set_rng_state(state)
+    return model.to(ctx.device)
+
+
+def load_snapshot_into(model: nn.Module, folder: Path, tag: str) -> nn.Module:
+    """`model` holding the snapshot `tag` kept in `folder` (its parameters must match)."""
+    device = next(model.parameters()).device
+    model.load_state_dict(load_snapshot(folder, tag, device))
+    return model
+
+
+def finetune_phase(
+    folder: Path,
+    name: str,
+    *,
+    steps: int,
+    batch_size: int,
+    eval_every: int,
+    lr: float | None,
+    step_offset: int,
+    snapshot_every: int | None = None,
+) -> Phase:
+    """A constant-learning-rate phase of `steps` on the clean set (lr None: train.lr)."""
+    return Phase(
+        name=name,
+        folder=Path(folder),
+        total=steps,
+        milestones=[],
+        batch_size=batch_size,
+        eval_every=min(eval_every, steps),
+        checkpoint_every=max(steps // 4, 1),
+        step_offset=step_offset,
+        snapshot_every=snapshot_every,
+        lr=lr,
+    )
+
+
+def finetune(ctx: RunContext, model: nn.Module, clean: Split, phase: Phase) -> dict[str, Any]:
+    """Train `model` further on `clean` alone with uniform weights (evaluated as usual)."""
+    ft_ctx = replace(ctx, data=replace(ctx.data, train=clean), model=model.train())
+    return train_loop(ft_ctx, UniformRule(), phase)
