@@ -34,11 +34,19 @@ class MethodConf:
     name: str = MISSING
     # Training batch size for this method, when it differs from train.batch_size.
     batch_size: int | None = None
+    # This method's own schedule (in train.unit), when it differs from train.length /
+    # train.milestones (clean-only's short run).
+    length: int | None = None
+    milestones: list[int] | None = None
 
     @staticmethod
     def check(cfg: DictConfig) -> None:
-        size = cfg.method.batch_size
-        require(size is None or size > 0, f"method.batch_size={size} must be positive.")
+        m = cfg.method
+        require(
+            m.batch_size is None or m.batch_size > 0,
+            f"method.batch_size={m.batch_size} must be positive.",
+        )
+        require(m.length is None or m.length > 0, f"method.length={m.length} must be positive.")
 
 
 @dataclass
@@ -114,6 +122,124 @@ class MetaReweightConf(MethodConf):
             0 <= m.clamp_min < m.clamp_max,
             f"method.clamp_min={m.clamp_min} and clamp_max={m.clamp_max} must satisfy "
             "0 <= clamp_min < clamp_max.",
+        )
+        _needs_meta_set(cfg)
+
+
+@dataclass
+class CleanOnlyConf(MethodConf):
+    """Plain SGD on the clean images alone (the L2RW tables' CLEAN ONLY)."""
+
+    @staticmethod
+    def check(cfg: DictConfig) -> None:
+        MethodConf.check(cfg)
+        _needs_meta_set(cfg)
+        require(
+            cfg.selector.name == "none",
+            "method=clean_only trains on the dataset's clean pool; it takes no selector.",
+        )
+
+
+@dataclass
+class ReedConf(MethodConf):
+    """Bootstrapping (Reed et al. 2014): the target is beta * label + (1 - beta) * prediction."""
+
+    # "soft": the predicted distribution; "hard": its argmax as a one-hot vector.
+    bootstrap: str = "soft"
+    beta: float = 0.95
+
+    @staticmethod
+    def check(cfg: DictConfig) -> None:
+        MethodConf.check(cfg)
+        choice(cfg, "method.bootstrap", ("soft", "hard"))
+        beta = cfg.method.beta
+        require(0.0 <= beta <= 1.0, f"method.beta={beta} must be in [0, 1].")
+
+
+@dataclass
+class SModelConf(MethodConf):
+    """S-Model (Goldberger & Ben-Reuven 2017): a softmax noise-adaptation layer after the
+    classifier, trained on the noisy labels and dropped at test time."""
+
+    # "identity": a smoothed identity; "confusion" (+CONF): a trained baseline's confusion of
+    # observed labels against its predictions on the noisy hyper-validation set.
+    init: str = "identity"
+    # Off-diagonal mass of each row of the initial transition matrix (identity), or the weight of
+    # the uniform distribution mixed into the confusion's rows (no transition starts at 0).
+    smoothing: float = 0.1
+    # +CONF: the baseline's result.json (or its run folder); null: the baseline run of the same
+    # cell in this sweep's folder when it is complete, else a baseline trained first in this job.
+    confusion_from: str | None = None
+
+    @staticmethod
+    def check(cfg: DictConfig) -> None:
+        MethodConf.check(cfg)
+        m = cfg.method
+        choice(cfg, "method.init", ("identity", "confusion"))
+        require(
+            0.0 < m.smoothing < 1.0,
+            f"method.smoothing={m.smoothing} must be in (0, 1): every transition starts at a "
+            "positive probability (its logarithm is the layer's initial weight).",
+        )
+        require(
+            m.init != "confusion" or cfg.dataset.hyper_val_size > 0,
+            "method.init=confusion estimates the noise from a baseline's predictions on the noisy "
+            "hyper-validation set: set dataset.hyper_val_size > 0 (protocol=l2rw_background does).",
+        )
+
+
+@dataclass
+class StopConf:
+    """Which model of the training stage a run reports: the final one, or (`early`, the L2RW
+    tables' +ES) the one of best (noisy) hyper-validation accuracy."""
+
+    name: str = "final"
+
+    @staticmethod
+    def check(cfg: DictConfig) -> None:
+        choice(cfg, "stop.name", ("final", "early"))
+        require(
+            cfg.stop.name == "final" or cfg.dataset.hyper_val_size > 0,
+            "stop=early picks the model of best hyper-validation accuracy: set "
+            "dataset.hyper_val_size > 0.",
+        )
+
+
+@dataclass
+class NoFinetuneConf:
+    """No stage after training."""
+
+    name: str = "none"
+
+    @staticmethod
+    def check(cfg: DictConfig) -> None:
+        pass
+
+
+@dataclass
+class FinetuneConf(NoFinetuneConf):
+    """+FT: after the method's training, train its reported model (final, or the early-stopped
+    one with stop=early) further on the clean pool alone, plain SGD with uniform weights (L2RW
+    Sec. 4.2: "extra 5K steps of training on the limited clean data")."""
+
+    name: str = "clean"
+    steps: int = 5000
+    # Constant learning rate; null: the training stage's last one (lr * gamma^#milestones,
+    # the authors' 1e-3).
+    lr: float | None = None
+    batch_size: int = 100
+    eval_every: int = 500
+
+    @staticmethod
+    def check(cfg: DictConfig) -> None:
+        ft = cfg.finetune
+        for key in ("steps", "batch_size", "eval_every"):
+            require(ft[key] > 0, f"finetune.{key}={ft[key]} must be positive.")
+        require(ft.lr is None or ft.lr > 0, f"finetune.lr={ft.lr} must be positive (or null).")
+        require(
+            cfg.selector.name == "none",
+            "finetune=clean follows a method's training; a selection pipeline has its own "
+            "fine-tuning rounds (selector=finetune).",
         )
         _needs_meta_set(cfg)
 
@@ -203,6 +329,12 @@ class GBCConf(SelectionConf):
 
 METHOD_SCHEMAS: dict[str, type] = {
     "baseline": MethodConf,
+    "weighted": MethodConf,
+    "clean_only": CleanOnlyConf,
+    "reed_soft": ReedConf,
+    "reed_hard": ReedConf,
+    "s_model": SModelConf,
+    "s_model_conf": SModelConf,
     "resample": MethodConf,
     "hard_mining": MethodConf,
     "proportion": ProportionConf,
@@ -221,17 +353,25 @@ SELECTOR_SCHEMAS: dict[str, type] = {
     "gbc": GBCConf,
     "finetune": SelectionConf,
 }
+STOP_SCHEMAS: dict[str, type] = {"final": StopConf, "early": StopConf}
+FINETUNE_SCHEMAS: dict[str, type] = {"none": NoFinetuneConf, "clean": FinetuneConf}
+GROUPS: dict[str, dict[str, type]] = {
+    "method": METHOD_SCHEMAS,
+    "selector": SELECTOR_SCHEMAS,
+    "stop": STOP_SCHEMAS,
+    "finetune": FINETUNE_SCHEMAS,
+}
 
 
 def store_options(cs: ConfigStore) -> None:
-    for group, schemas in (("method", METHOD_SCHEMAS), ("selector", SELECTOR_SCHEMAS)):
+    for group, schemas in GROUPS.items():
         for name, schema in schemas.items():
             cs.store(group=group, name=f"base_{name}", node=schema)
 
 
 def check_options(cfg: DictConfig) -> None:
-    """Run the `check` of the schema behind `cfg.method` and `cfg.selector`."""
-    for group in ("method", "selector"):
+    """Run the `check` of the schema behind each option group's choice."""
+    for group in GROUPS:
         schema = OmegaConf.get_type(cfg[group])
         check = getattr(schema, "check", None)
         require(

@@ -13,6 +13,12 @@ def by_seed(values: Any, *, _root_: Any) -> Any:
     For settings a paper fixes per trial, e.g. L2RW's BackgroundFlip class of trials 1-5.
     """
     seed, values = int(_root_.seed), list(values or [])
+    if not values:
+        raise ConfigError(
+            "a paper's protocol fixes it per trial, but this dataset's config lists no per-trial "
+            "values (e.g. dataset.background_trial_classes=[0,1,3,5,7]); give that list, or set "
+            "the value itself on the command line."
+        )
     if not 0 <= seed < len(values):
         raise ConfigError(
             f"seed={seed} has no per-trial value in {values}: the paper fixes this setting for "

@@ -11,7 +11,13 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from l2rw.config.options import MethodConf, SelectorConf, store_options
+from l2rw.config.options import (
+    MethodConf,
+    NoFinetuneConf,
+    SelectorConf,
+    StopConf,
+    store_options,
+)
 
 
 @dataclass
@@ -133,6 +139,9 @@ class ReportConf:
     as_error: bool = False
     # Seeds each cell should have at this scale; fewer is flagged.
     seeds: int = 1
+    # Several rows from one run: the row key `stage` takes each label here, its cell reporting
+    # that metric, e.g. {trained: test_acc_before_ft, +FT: test_acc} for a run that fine-tunes.
+    stages: dict[str, str] = field(default_factory=dict)
     # Figure kind drawn beside the table (a key of l2rw.report.figures.FIGURES), if any.
     figure: str | None = None
     # More figures from the same records, written as <results>_<kind>.png.
@@ -147,6 +156,8 @@ class TrainConf:
     model: ModelConf = field(default_factory=ModelConf)
     method: MethodConf = field(default_factory=MethodConf)
     selector: SelectorConf = field(default_factory=SelectorConf)
+    stop: StopConf = field(default_factory=StopConf)
+    finetune: NoFinetuneConf = field(default_factory=NoFinetuneConf)
     logger: LoggerConf = field(default_factory=LoggerConf)
     paths: PathsConf = field(default_factory=PathsConf)
     train: TrainLoopConf = field(default_factory=TrainLoopConf)

@@ -1,22 +1,24 @@
 """Methods and pipelines.
 
 `METHODS` maps a method name to the function that builds its step rule for a run's data; a job
-either trains with that rule (`train_method`) or, with a selector, runs the selection pipeline
-that trains with it in every phase (`l2rw.methods.selection`).
+either trains with that rule, then optionally fine-tunes (`l2rw.methods.stages`), or, with a
+selector, runs the selection pipeline that trains with it in every phase
+(`l2rw.methods.selection`).
 """
 
 from l2rw.registry import Registry
 
 METHODS = Registry("method")
 
-from l2rw.methods import reweighting  # noqa: E402,F401  (registers the step rules)
+from l2rw.methods import noisy_labels, reweighting  # noqa: E402,F401  (register the step rules)
 
 
 def run_pipeline(ctx) -> dict:
-    """The job: train with the method, or select its meta set first when a selector is set."""
-    from l2rw.methods.loop import train_method
+    """The job: train with the method (then fine-tune, when asked), or select its meta set first
+    when a selector is set."""
     from l2rw.methods.selection import selection_pipeline
+    from l2rw.methods.stages import method_pipeline
 
     if ctx.cfg.selector.name == "none":
-        return train_method(ctx)
+        return method_pipeline(ctx)
     return selection_pipeline(ctx)

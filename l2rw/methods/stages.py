@@ -1,0 +1,84 @@
+"""A method's job without selection: its training stage, the model the job reports (`stop`),
+and an optional fine-tuning stage on the clean pool (`finetune=clean`, the L2RW tables' +FT).
+
+- `stop=final` reports the model at the end of training; `stop=early` (+ES) the one of best
+  hyper-validation accuracy (`metrics.test_acc` is then `test_acc_es`; the final model's is kept
+  as `test_acc_final`).
+- With `finetune=clean`, the reported model is trained further on the clean pool alone; the
+  record's `test_acc` is after fine-tuning, `test_acc_before_ft` what the training stage
+  reported. Both stages are resumable phases of the one job: a finished training stage is not
+  re-run when the job is resumed inside its fine-tuning.
+"""
+
+from dataclasses import replace
+from typing import Any
+
+from l2rw.methods import METHODS
+from l2rw.methods.context import RunContext
+from l2rw.methods.loop import Phase, plan_phase, train_loop
+from l2rw.methods.phases import finetune, finetune_phase, load_snapshot_into, run_phase
+
+# The training stage's metrics that describe the model it reports, kept as they are when a
+# fine-tuning stage follows (the S-Model +CONF baseline lookup reads its confusions).
+TRAINING_ONLY = ("best_val_acc", "best_step", "val_confusion", "val_confusion_es", "test_acc_es")
+
+
+def method_pipeline(ctx: RunContext) -> dict[str, Any]:
+    cfg = ctx.cfg
+    rule = METHODS.get(cfg.method.name)(ctx)
+    train_ctx = ctx
+    if getattr(rule, "trains_on_clean", False):
+        train_ctx = replace(ctx, data=replace(ctx.data, train=ctx.data.clean))
+    fine_tune = cfg.finetune.name != "none"
+    phase = plan_phase(
+        train_ctx, balanced=getattr(rule, "balanced_batches", False), keep_best=fine_tune
+    )
+    if not fine_tune:
+        return _reported(train_loop(train_ctx, rule, phase), cfg.stop.name)
+    trained = run_phase(phase, lambda: train_loop(train_ctx, rule, phase))
+    out = _reported(trained.out, cfg.stop.name)
+    if out["status"] != "completed":
+        return out
+    start = "best" if cfg.stop.name == "early" else "final"
+    model = load_snapshot_into(ctx.model, phase.snapshot_folder, start)
+    ft_phase = _finetune_phase(ctx, phase, trained.steps)
+    tuned = run_phase(ft_phase, lambda: finetune(ctx, model, ctx.data.clean, ft_phase)).out
+    metrics = dict(out["metrics"])
+    metrics.update(
+        {k: v for k, v in tuned["metrics"].items() if k not in TRAINING_ONLY},
+        test_acc_before_ft=out["metrics"]["test_acc"],
+        confusion_before_ft=out["metrics"]["confusion"],
+        finetune_from=start,
+        finetune_lr=ft_phase.lr,
+        finetune_steps=tuned["metrics"]["steps"],
+        steps=out["metrics"]["steps"],
+    )
+    return {**out, "status": tuned["status"], "metrics": metrics}
+
+
+def _reported(out: dict[str, Any], stop: str) -> dict[str, Any]:
+    """The loop's output with `test_acc` the accuracy of the model `stop` reports."""
+    metrics = dict(out["metrics"])
+    metrics["test_acc_final"] = metrics["test_acc"]
+    if stop == "early":
+        metrics["test_acc"] = metrics["test_acc_es"]
+    return {**out, "metrics": metrics}
+
+
+def _finetune_phase(ctx: RunContext, trained: Phase, trained_steps: int) -> Phase:
+    """`finetune.steps` on the clean pool at `finetune.lr`, or at the training stage's last
+    learning rate (train.lr decayed at each milestone it passed)."""
+    cfg, ft = ctx.cfg, ctx.cfg.finetune
+    lr = ft.lr
+    if lr is None:
+        passed = sum(m <= trained_steps for m in trained.milestones)
+        lr = cfg.train.lr * cfg.train.gamma**passed
+    return finetune_phase(
+        trained.folder,
+        "finetune",
+        steps=ft.steps,
+        batch_size=min(ft.batch_size, len(ctx.data.clean)),
+        eval_every=ft.eval_every,
+        lr=lr,
+        step_offset=trained_steps,
+    )
