@@ -121,7 +121,11 @@ def _exclude_foreign(
     no_metric = (frame["status"] == "completed") & frame["value"].isna()
     for r in frame[no_metric].itertuples():
         problems.append(
-            Problem("no_metric", f"`{r.run}` completed without metric '{spec.metric}': excluded.")
+            Problem(
+                "no_metric",
+                f"`{r.run}` completed without metric {' / '.join(m for _, m in spec.metrics())}: "
+                "excluded.",
+            )
         )
     frame = frame[~no_metric]
     return frame.assign(seed=frame["seed"].astype(int))

@@ -9,27 +9,30 @@ from typing import Any
 import pandas as pd
 
 from l2rw.report.records import Record
-from l2rw.report.spec import RUN_COLUMNS, TableSpec, hashable
+from l2rw.report.spec import RUN_COLUMNS, STAGE, TableSpec, hashable
 from l2rw.tracking.record import is_bookkeeping, override_key
 
 
 def records_frame(records: list[Record], spec: TableSpec) -> pd.DataFrame:
-    """One row per record; key columns use the short names of the table's rows and columns."""
-    rows = [_row(record, spec) for record in records]
+    """One row per record (per record and stage, with report.stages); key columns use the short
+    names of the table's rows and columns."""
+    rows = [
+        _row(record, spec, stage, metric) for record in records for stage, metric in spec.metrics()
+    ]
     frame = pd.DataFrame(rows, columns=[*spec.short.values(), *RUN_COLUMNS])
     for column in ("started_at", "finished_at"):
         frame[column] = pd.to_datetime(frame[column], utc=True, errors="coerce", format="ISO8601")
     return frame
 
 
-def reported_value(metric: Any, spec: TableSpec) -> float:
+def reported_value(metric: Any, spec: TableSpec, name: str | None = None) -> float:
     """What a cell shows: the test error in percent with `as_error`, accuracies in percent,
-    any other metric as recorded."""
+    any other metric as recorded (`name`: the metric's name, by default `spec.metric`)."""
     if not isinstance(metric, int | float) or isinstance(metric, bool):
         return math.nan
     if spec.as_error:
         return 100.0 * (1.0 - metric)
-    return 100.0 * metric if is_accuracy(spec.metric) else float(metric)
+    return 100.0 * metric if is_accuracy(name or spec.metric) else float(metric)
 
 
 def is_accuracy(metric: str) -> bool:
@@ -38,15 +41,21 @@ def is_accuracy(metric: str) -> bool:
 
 
 def value_label(spec: TableSpec) -> str:
+    if spec.stages:
+        by_stage = ", ".join(f"{label}: {metric}" for label, metric in spec.stages)
+        return f"accuracy (%) of each stage ({by_stage})"
     if spec.as_error:
         return f"test error (%) = 100·(1 − {spec.metric})"
     return f"{spec.metric} (%)" if is_accuracy(spec.metric) else spec.metric
 
 
-def _row(record: Record, spec: TableSpec) -> dict[str, Any]:
+def _row(record: Record, spec: TableSpec, stage: str | None, name: str) -> dict[str, Any]:
     data, config = record.data, record.data.get("config") or {}
-    metric = (data.get("metrics") or {}).get(spec.metric)
-    row = {short: hashable(config_value(config, key)) for key, short in spec.short.items()}
+    metric = (data.get("metrics") or {}).get(name)
+    row = {
+        short: stage if key == STAGE else hashable(config_value(config, key))
+        for key, short in spec.short.items()
+    }
     row.update(
         run=record.run,
         table=data.get("table"),
@@ -55,7 +64,7 @@ def _row(record: Record, spec: TableSpec) -> dict[str, Any]:
         status=data.get("status"),
         error=data.get("error"),
         metric=metric if isinstance(metric, int | float) else math.nan,
-        value=reported_value(metric, spec),
+        value=reported_value(metric, spec, name),
         variant=variant(data.get("cell") or [], spec.keys),
         git_commit=data.get("git_commit"),
         device=data.get("device"),

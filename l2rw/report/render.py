@@ -77,7 +77,9 @@ def to_csv(report: Report) -> str:
     out["seeds"] = cells["seeds"].map(_join)
     out["missing_seeds"] = cells["missing_seeds"].map(_join)
     out["scale"] = spec.scale
-    out["metric"] = spec.metric
+    out["metric"] = (
+        cells[spec.short["stage"]].map(dict(spec.stages)) if spec.stages else spec.metric
+    )
     out["as_error"] = spec.as_error
     out["flags"] = cells["flags"].map(_join)
     printed = [

@@ -41,6 +41,12 @@ class TableSpec:
     wandb_entity: str | None
     # Figures beyond `figure`, drawn from the same records.
     extra_figures: tuple[str, ...] = ()
+    # (label, metric) of each row a run yields under the `stage` key; empty: one row, `metric`.
+    stages: tuple[tuple[str, str], ...] = ()
+
+    def metrics(self) -> list[tuple[str | None, str]]:
+        """(stage label, metric) of each frame row one record yields."""
+        return list(self.stages) if self.stages else [(None, self.metric)]
 
     @property
     def keys(self) -> list[str]:
@@ -56,6 +62,10 @@ class TableSpec:
         if any(v is None for v in values):
             return None
         return [tuple(hashable(x) for x in cell) for cell in product(*values)]
+
+
+# The row key whose values are a run's stages (report.stages), not a config value.
+STAGE = "stage"
 
 
 def table_names() -> list[str]:
@@ -153,6 +163,11 @@ def _spec(cfg: DictConfig, table: str, output_root: str | None) -> TableSpec:
         )
     report = cfg.report
     keys = [*report.rows, *report.columns]
+    if (STAGE in keys) != bool(report.stages):
+        raise ReportError(
+            f"conf/table/{table}.yaml: report.stages and the row key `{STAGE}` go together: "
+            "list the stages' labels and metrics and name `stage` among report.rows, or neither."
+        )
     sweeps = _sweep_values(cfg)
     seeds = sweeps.get("seed")
     return TableSpec(
@@ -166,6 +181,7 @@ def _spec(cfg: DictConfig, table: str, output_root: str | None) -> TableSpec:
         seeds=report.seeds,
         figure=report.figure,
         extra_figures=tuple(report.extra_figures),
+        stages=tuple((str(label), metric) for label, metric in report.stages.items()),
         scale=cfg.scale,
         expected={k: _expected_values(cfg, k, sweeps) for k in keys},
         expected_seeds=[int(s) for s in seeds] if seeds else list(range(report.seeds)),
@@ -197,6 +213,8 @@ def _sweep_values(cfg: DictConfig) -> dict[str, list[Any]]:
 def _expected_values(cfg: DictConfig, key: str, sweeps: dict[str, list[Any]]) -> list[Any] | None:
     """A row / column key's values: swept directly, swept as a group (`method` for
     `method.name`, via each option's `name`), or fixed by the composed config."""
+    if key == STAGE:
+        return [str(label) for label in cfg.report.stages]
     if key in sweeps:
         return sweeps[key]
     group, _, leaf = key.rpartition(".")
