@@ -152,7 +152,15 @@ def _markdown_paper(report: Report) -> list[str]:
         lines += [*_markdown_table(f"{_corner(report.spec)} (paper's label)", grid), ""]
         missing = unmatched_rows(ref)
         if missing:
-            lines += [f"Paper rows with no counterpart here: {', '.join(missing)}.", ""]
+            listed = "; ".join(
+                f"{row}: "
+                + ", ".join(f"{col} {' ± '.join(x for x in (v, pm) if x)}" for col, v, pm in vals)
+                for row, vals in missing.items()
+            )
+            lines += [
+                f"Paper rows with no run of ours (the paper's numbers, as reported): {listed}.",
+                "",
+            ]
     elif ref.rows or ref.columns:
         lines += ["The paper prints no numbers that map onto this table's cells.", ""]
     if ref.note:

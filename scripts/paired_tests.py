@@ -1,0 +1,78 @@
+"""Paired comparisons of one row of a table against every other row, seed by seed.
+
+The runs of one seed share the data split and noise draw, so differences are paired by seed:
+for each column, the mean difference (row minus reference, in the table's unit), how many seeds
+the reference is ahead on, and the paired t-test p-value (scipy.stats.ttest_rel), over the seeds
+both rows have. Reads the same records as `python -m l2rw.report`.
+
+    python scripts/paired_tests.py l2rw_table2_fmnist "l2rw / final / trained" \
+        --output-root results/records [--scale cpu] [CONFIG_OVERRIDE ...]
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+from scipy import stats
+
+from l2rw.report.aggregate import aggregate
+from l2rw.report.frame import records_frame
+from l2rw.report.records import load_local
+from l2rw.report.spec import load_spec
+
+
+def paired_table(
+    table: str, reference: str, output_root: str, overrides: list[str]
+) -> pd.DataFrame:
+    spec = load_spec(table, overrides, output_root)
+    agg = aggregate(records_frame(load_local(Path(spec.output_root), spec.name), spec), spec)
+    keys = list(spec.short.values())
+    labels = agg.cells.set_index(keys)[["row", "column"]]
+    runs = agg.counted.join(labels, on=keys)
+    by_seed = runs.pivot_table(index=["column", "seed"], columns="row", values="value")
+    if reference not in by_seed.columns:
+        known = ", ".join(map(repr, by_seed.columns))
+        raise SystemExit(f"No row {reference!r} with completed runs; rows: {known}")
+    out = []
+    for column, group in by_seed.groupby(level="column", sort=False):
+        for row in group.columns:
+            if row == reference:
+                continue
+            both = group[[reference, row]].dropna()
+            diff = both[row] - both[reference]
+            p = (
+                stats.ttest_rel(both[row], both[reference]).pvalue
+                if len(both) > 1
+                else float("nan")
+            )
+            out.append(
+                {
+                    "column": column,
+                    "row": row,
+                    "seeds": len(both),
+                    "mean_diff": round(float(diff.mean()), 2),
+                    "reference_ahead": int((diff < 0).sum()),
+                    "p_paired_t": float("nan") if p is None else float(p),
+                }
+            )
+    return pd.DataFrame(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("table")
+    parser.add_argument("reference", help="the row label to compare the others with")
+    parser.add_argument("--output-root", default="outputs")
+    parser.add_argument("--scale", default="cpu")
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    frame = paired_table(
+        args.table, args.reference, args.output_root, [f"scale={args.scale}", *args.overrides]
+    )
+    with pd.option_context("display.width", 200, "display.max_rows", 500):
+        print(frame.to_string(index=False, float_format=lambda x: f"{x:.3g}"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
