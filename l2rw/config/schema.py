@@ -146,6 +146,9 @@ class ReportConf:
     figure: str | None = None
     # More figures from the same records, written as <results>_<kind>.png.
     extra_figures: list[str] = field(default_factory=list)
+    # Rows (labels without the stage) the per-run figures draw, e.g. the paper's Figure 7
+    # shows the baseline, S-Model and L2RW; empty: every row.
+    figure_rows: list[str] = field(default_factory=list)
 
 
 @dataclass

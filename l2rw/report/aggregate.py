@@ -204,8 +204,8 @@ def _cells(
         rows.append(
             {
                 **dict(zip(keys, cell, strict=True)),
-                "row": _label(cell[: len(spec.rows)]),
-                "column": _label(cell[len(spec.rows) :]),
+                "row": row_label(cell[: len(spec.rows)]),
+                "column": row_label(cell[len(spec.rows) :]),
                 "mean": float(values.mean()) if len(values) else math.nan,
                 "sd": float(np.std(values, ddof=1)) if len(values) > 1 else math.nan,
                 "ci95": ci95(values),
@@ -218,7 +218,8 @@ def _cells(
     return pd.DataFrame(rows)
 
 
-def _label(values: tuple[Any, ...]) -> str:
+def row_label(values: tuple[Any, ...]) -> str:
+    """A row's (or column's) label: its key values joined by " / "."""
     return " / ".join(str(v) for v in values)
 
 

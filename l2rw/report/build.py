@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from l2rw.report.aggregate import Aggregate, Problem, aggregate
+from l2rw.report.aggregate import Aggregate, Problem, aggregate, row_label
 from l2rw.report.figures import FIGURES, FigureData, FigureError, Run
 from l2rw.report.files import write_all
 from l2rw.report.frame import config_value, records_frame
@@ -14,7 +14,7 @@ from l2rw.report.paper import PAPER_TABLES
 from l2rw.report.provenance import Provenance, provenance, scrub
 from l2rw.report.records import Record, load_local
 from l2rw.report.render import Report, to_csv, to_latex, to_markdown
-from l2rw.report.spec import ReportError, TableSpec, load_spec
+from l2rw.report.spec import STAGE, ReportError, TableSpec, load_spec
 
 SOURCES = ("local", "wandb")
 
@@ -102,18 +102,29 @@ def _no_records(spec: TableSpec, options: Options, frame: pd.DataFrame) -> str:
     )
 
 
+def figure_runs(spec: TableSpec, agg: Aggregate, records: list[Record]) -> list[Run]:
+    """The averaged runs with their cell's labels, each run once: with report.stages a run
+    fills one cell per stage, so its row label here leaves the stage out. Only the rows of
+    `report.figure_rows`, when it names any."""
+    by_run = {r.run: r for r in records}
+    keys = list(spec.short.values())
+    row_keys = [spec.short[k] for k in spec.rows if k != STAGE]
+    stage = spec.short.get(STAGE)
+    runs, seen = [], set()
+    for r in agg.counted[[*keys, "run", "seed"]].to_dict("records"):
+        row = row_label(tuple(r[k] for k in row_keys))
+        column = row_label(tuple(r[spec.short[k]] for k in spec.columns))
+        if (stage and r["run"] in seen) or (spec.figure_rows and row not in spec.figure_rows):
+            continue
+        seen.add(r["run"])
+        runs.append(Run(by_run[r["run"]], row, column, int(r["seed"])))
+    return runs
+
+
 def _figure_png(
     spec: TableSpec, kind: str, agg: Aggregate, records: list[Record], prov: Provenance
 ) -> bytes:
-    by_run = {r.run: r for r in records}
-    keys = list(spec.short.values())
-    cells = agg.cells[[*keys, "row", "column"]].itertuples(index=False, name=None)
-    labels = {cell[:-2]: cell[-2:] for cell in cells}
-    runs = []
-    for r in agg.counted[[*keys, "run", "seed"]].itertuples(index=False, name=None):
-        row, column = labels[r[:-2]]
-        runs.append(Run(by_run[r[-2]], row, column, int(r[-1])))
-    fig = FIGURES.get(kind)(FigureData(spec, agg.cells, runs))
+    fig = FIGURES.get(kind)(FigureData(spec, agg.cells, figure_runs(spec, agg, records)))
     footer = scrub(prov.short(), prov.replacements)
     fig.text(0.0, -0.01, footer, fontsize=6, color="grey", va="top")
     buffer = io.BytesIO()

@@ -28,6 +28,7 @@ TOY_BOUNDARY = "toy_boundary.npz"
 FEATURES = "features.npz"
 CURVES = ["test/acc", "train/loss"]
 TSNE_MAX_POINTS = 2000
+PANELS_PER_LINE = 4
 
 
 class FigureError(UserError):
@@ -150,12 +151,14 @@ def weight_histograms(data: FigureData) -> Figure:
 def confusion(data: FigureData) -> Figure:
     """Row-normalised confusion matrices (rows = true class, columns = predicted), final test.
 
-    L2RW Fig. 6. Reads the record's `metrics.confusion` (K x K counts), summed over a cell's
+    L2RW Fig. 6. Reads the record's `metrics.confusion_before_ft` (the trained model's, when a
+    fine-tuning stage followed) or else `metrics.confusion` (K x K counts), summed over a cell's
     runs before normalising; one panel per cell.
     """
     mats = {}
     for run in data.runs:
-        m = (run.record.data.get("metrics") or {}).get("confusion")
+        metrics = run.record.data.get("metrics") or {}
+        m = metrics.get("confusion_before_ft") or metrics.get("confusion")
         if m:
             key = (run.row, run.column)
             mats[key] = np.asarray(m, float) + mats.get(key, 0)
@@ -187,7 +190,8 @@ def confusion(data: FigureData) -> Figure:
         ax.set_xlabel("predicted class", fontsize=7)
         ax.set_ylabel("true class", fontsize=7)
     fig.colorbar(image, ax=list(axes.values()), shrink=0.6)
-    fig.suptitle(f"{data.spec.title}: confusion (row-normalised)", fontsize=9)
+    stage = " before +FT" if data.spec.stages else ""
+    fig.suptitle(f"{data.spec.title}: test confusion{stage} (row-normalised)", fontsize=9)
     return fig
 
 
@@ -222,7 +226,8 @@ def training_curves(data: FigureData) -> Figure:
         axes[1, j].set_xlabel("step", fontsize=7)
         for ax in axes[:, j]:
             ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=6)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", fontsize=6)
     fig.suptitle(f"{data.spec.title}: training curves (mean over seeds)", fontsize=9)
     return fig
 
@@ -332,21 +337,30 @@ def tsne_features(data: FigureData) -> Figure:
 
 
 def _panels(data: FigureData, present: dict) -> tuple[Figure, dict[tuple[str, str], Axes]]:
-    """A grid with one panel per (row, column) cell in `present`: rows x columns of the table."""
-    rows = [r for r in dict.fromkeys(data.cells["row"]) if any(k[0] == r for k in present)]
+    """One panel per (row, column) cell in `present`, in table order: a grid of rows x columns,
+    or, for a table with one column, the rows wrapped four to a line."""
+    rows = [
+        r for r in dict.fromkeys(run.row for run in data.runs) if any(k[0] == r for k in present)
+    ]
     cols = [c for c in dict.fromkeys(data.cells["column"]) if any(k[1] == c for k in present)]
-    fig = new_figure(2.6 * len(cols) + 0.8, 2.4 * len(rows) + 0.6)
-    grid = fig.subplots(len(rows), len(cols), squeeze=False)
+    if len(cols) == 1 and len(rows) > PANELS_PER_LINE:
+        places = {(row, cols[0]): divmod(i, PANELS_PER_LINE) for i, row in enumerate(rows)}
+        shape = (-(-len(rows) // PANELS_PER_LINE), PANELS_PER_LINE)
+    else:
+        places = {(row, col): (i, j) for i, row in enumerate(rows) for j, col in enumerate(cols)}
+        shape = (len(rows), len(cols))
+    fig = new_figure(2.6 * shape[1] + 0.8, 2.4 * shape[0] + 0.6)
+    grid = fig.subplots(*shape, squeeze=False)
     axes = {}
-    for i, row in enumerate(rows):
-        for j, col in enumerate(cols):
+    for ax in grid.flat:
+        ax.set_axis_off()
+    for key, (i, j) in places.items():
+        if key in present:
             ax = grid[i, j]
-            if (row, col) in present:
-                ax.set_title(" · ".join(x for x in (row, col) if x), fontsize=7)
-                ax.tick_params(labelsize=6)
-                axes[(row, col)] = ax
-            else:
-                ax.set_axis_off()
+            ax.set_axis_on()
+            ax.set_title(" · ".join(x for x in key if x), fontsize=7)
+            ax.tick_params(labelsize=6)
+            axes[key] = ax
     return fig, axes
 
 

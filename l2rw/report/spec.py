@@ -43,6 +43,8 @@ class TableSpec:
     extra_figures: tuple[str, ...] = ()
     # (label, metric) of each row a run yields under the `stage` key; empty: one row, `metric`.
     stages: tuple[tuple[str, str], ...] = ()
+    # Rows (without the stage) that per-run figures draw; empty: all.
+    figure_rows: tuple[str, ...] = ()
 
     def metrics(self) -> list[tuple[str | None, str]]:
         """(stage label, metric) of each frame row one record yields."""
@@ -182,6 +184,7 @@ def _spec(cfg: DictConfig, table: str, output_root: str | None) -> TableSpec:
         figure=report.figure,
         extra_figures=tuple(report.extra_figures),
         stages=tuple((str(label), metric) for label, metric in report.stages.items()),
+        figure_rows=tuple(report.figure_rows),
         scale=cfg.scale,
         expected={k: _expected_values(cfg, k, sweeps) for k in keys},
         expected_seeds=[int(s) for s in seeds] if seeds else list(range(report.seeds)),
