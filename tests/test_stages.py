@@ -136,6 +136,7 @@ def test_s_model_conf_uses_the_sibling_baseline_else_trains_one(cfg, tmp_path, m
         (("method=s_model", "method.smoothing=0"), "smoothing"),
         (("method=reed_soft", "method.beta=1.5"), "beta"),
         (("method=clean_only", "dataset.clean_per_class=null"), "clean"),
+        (("stop=early", "selector=rbc", "method=meta_reweight"), "stop=early"),
     ],
 )
 def test_bad_stage_settings_fail_in_one_paragraph(cfg, tmp_path, overrides, needle):

@@ -199,6 +199,11 @@ class StopConf:
     def check(cfg: DictConfig) -> None:
         choice(cfg, "stop.name", ("final", "early"))
         require(
+            cfg.stop.name == "final" or cfg.selector.name == "none",
+            f"stop=early with selector={cfg.selector.name}: a selection pipeline already reports "
+            "each phase's model of best validation accuracy; leave stop=final.",
+        )
+        require(
             cfg.stop.name == "final" or cfg.dataset.hyper_val_size > 0,
             "stop=early picks the model of best hyper-validation accuracy: set "
             "dataset.hyper_val_size > 0.",
@@ -355,11 +360,13 @@ SELECTOR_SCHEMAS: dict[str, type] = {
 }
 STOP_SCHEMAS: dict[str, type] = {"final": StopConf, "early": StopConf}
 FINETUNE_SCHEMAS: dict[str, type] = {"none": NoFinetuneConf, "clean": FinetuneConf}
+# In the order their checks run: the stages' before the selector's, whose pipeline they
+# cannot join.
 GROUPS: dict[str, dict[str, type]] = {
     "method": METHOD_SCHEMAS,
-    "selector": SELECTOR_SCHEMAS,
     "stop": STOP_SCHEMAS,
     "finetune": FINETUNE_SCHEMAS,
+    "selector": SELECTOR_SCHEMAS,
 }
 
 
