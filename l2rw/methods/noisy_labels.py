@@ -31,7 +31,7 @@ from l2rw.meta import normalize_weights
 from l2rw.methods import METHODS
 from l2rw.methods.context import RunContext
 from l2rw.methods.loop import Batch, StepRule
-from l2rw.methods.reweighting import UniformRule, _uniform, _weighted_step
+from l2rw.methods.reweighting import UniformRule, uniform_weights, weighted_step
 from l2rw.tracking.record import RECORD_NAME, setting_of
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def weighted(ctx: RunContext) -> StepRule:
     def weigh(losses: Tensor, batch: Batch) -> Tensor:
         return normalize_weights(fractions.to(batch.y.device)[batch.y])
 
-    return lambda m, o, b: _weighted_step(m, o, b, weigh)
+    return lambda m, o, b: weighted_step(m, o, b, weigh)
 
 
 def bootstrap_targets(logits: Tensor, y: Tensor, beta: float, bootstrap: str) -> Tensor:
@@ -86,7 +86,7 @@ def reed(ctx: RunContext) -> StepRule:
     def loss(logits: Tensor, y: Tensor) -> Tensor:
         return bootstrap_loss(logits, y, beta, bootstrap)
 
-    return lambda m, o, b: _weighted_step(m, o, b, _uniform, loss)
+    return lambda m, o, b: weighted_step(m, o, b, uniform_weights, loss)
 
 
 def smoothed_identity(num_classes: int, smoothing: float) -> Tensor:
@@ -123,7 +123,7 @@ class SModelRule:
         def loss(logits: Tensor, y: Tensor) -> Tensor:
             return F.nll_loss(noisy_log_probs(model, logits), y, reduction="none")
 
-        return _weighted_step(model, optimizer, batch, _uniform, loss)
+        return weighted_step(model, optimizer, batch, uniform_weights, loss)
 
 
 @METHODS.register("s_model")

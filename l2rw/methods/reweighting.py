@@ -24,7 +24,7 @@ def _cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
     return F.cross_entropy(logits, y, reduction="none")
 
 
-def _weighted_step(
+def weighted_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     batch: Batch,
@@ -40,7 +40,7 @@ def _weighted_step(
     return losses.detach(), weights
 
 
-def _uniform(losses: Tensor, batch: Batch) -> Tensor:
+def uniform_weights(losses: Tensor, batch: Batch) -> Tensor:
     return torch.full_like(losses, 1.0 / len(losses))
 
 
@@ -48,7 +48,7 @@ class UniformRule:
     """Uniform weights: plain SGD on the batch's mean loss."""
 
     def __call__(self, model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch):
-        return _weighted_step(model, optimizer, batch, _uniform)
+        return weighted_step(model, optimizer, batch, uniform_weights)
 
 
 @METHODS.register("baseline")
@@ -104,7 +104,7 @@ def proportion(ctx: RunContext) -> StepRule:
     def weigh(losses: Tensor, batch: Batch) -> Tensor:
         return proportion_weights(batch.y, counts, form)
 
-    return lambda m, o, b: _weighted_step(m, o, b, weigh)
+    return lambda m, o, b: weighted_step(m, o, b, weigh)
 
 
 @METHODS.register("hard_mining")
@@ -142,7 +142,7 @@ def random_weights(ctx: RunContext) -> StepRule:
         z = torch.randn(losses.shape, generator=gen, device=losses.device) * std
         return normalize_weights(z)
 
-    return lambda m, o, b: _weighted_step(m, o, b, weigh)
+    return lambda m, o, b: weighted_step(m, o, b, weigh)
 
 
 @METHODS.register("l2rw")
