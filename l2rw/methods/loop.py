@@ -306,14 +306,11 @@ def train_loop(ctx: RunContext, rule: StepRule, phase: Phase | None = None) -> d
     }
 
 
-def train_method(ctx: RunContext, phase: Phase | None = None) -> dict[str, object]:
-    """Train `ctx.model` on `ctx.data` with the step rule of `ctx.cfg.method`."""
+def train_method(ctx: RunContext, phase: Phase) -> dict[str, object]:
+    """Train `ctx.model` on `ctx.data` for `phase` with the step rule of `ctx.cfg.method`."""
     from l2rw.methods import METHODS
 
-    rule = METHODS.get(ctx.cfg.method.name)(ctx)
-    if phase is None:
-        phase = plan_phase(ctx, balanced=getattr(rule, "balanced_batches", False))
-    return train_loop(ctx, rule, phase)
+    return train_loop(ctx, METHODS.get(ctx.cfg.method.name)(ctx), phase)
 
 
 def _evaluate(ctx: RunContext, preprocess) -> dict[str, dict[str, object]]:

@@ -32,7 +32,7 @@ from l2rw.methods import METHODS
 from l2rw.methods.context import RunContext
 from l2rw.methods.loop import Batch, StepRule
 from l2rw.methods.reweighting import UniformRule, uniform_weights, weighted_step
-from l2rw.tracking.record import RECORD_NAME, setting_of
+from l2rw.tracking.record import RECORD_NAME, read_record, setting_of
 
 log = logging.getLogger(__name__)
 TRANSITION = "noise_transition"
@@ -194,7 +194,7 @@ def _sibling_baseline(ctx: RunContext) -> dict[str, Any] | None:
     mine = _setting(OmegaConf.to_container(ctx.cfg, resolve=True))  # type: ignore[arg-type]
     for path in sorted(Path(ctx.run_dir).parent.glob(f"*/{RECORD_NAME}")):
         try:
-            record = json.loads(path.read_text())
+            record = read_record(path.parent)
         except (OSError, json.JSONDecodeError):
             continue
         if (

@@ -12,7 +12,7 @@ from l2rw.report.aggregate import Aggregate
 from l2rw.report.frame import value_label
 from l2rw.report.paper import PaperRef, paper_cells, unmatched_rows
 from l2rw.report.provenance import Provenance
-from l2rw.report.spec import TableSpec
+from l2rw.report.spec import STAGE, TableSpec
 
 FLAG_MARK = "†"
 CELL_LEGEND = (
@@ -77,9 +77,7 @@ def to_csv(report: Report) -> str:
     out["seeds"] = cells["seeds"].map(_join)
     out["missing_seeds"] = cells["missing_seeds"].map(_join)
     out["scale"] = spec.scale
-    out["metric"] = (
-        cells[spec.short["stage"]].map(dict(spec.stages)) if spec.stages else spec.metric
-    )
+    out["metric"] = cells[spec.short[STAGE]].map(dict(spec.stages)) if spec.stages else spec.metric
     out["as_error"] = spec.as_error
     out["flags"] = cells["flags"].map(_join)
     printed = [
@@ -132,14 +130,16 @@ def _paper_grid(report: Report) -> pd.DataFrame | None:
     cells = report.agg.cells
     rows = [r for r in dict.fromkeys(cells["row"]) if any(k[0] == r for k in printed)]
     cols = [c for c in dict.fromkeys(cells["column"]) if any(k[1] == c for k in printed)]
-    data = {
-        col: [" ± ".join(x for x in printed.get((row, col), ("—", "")) if x) for row in rows]
-        for col in cols
-    }
+    data = {col: [_printed(*printed.get((row, col), ("—", ""))) for row in rows] for col in cols}
     grid = pd.DataFrame(data, index=rows)
     grid.index = [f"{r} ({ref.rows[r]})" for r in rows]
     grid.columns = [f"{c} ({ref.columns[c]})" if c else ref.columns[c] for c in cols]
     return grid
+
+
+def _printed(value: str, pm: str) -> str:
+    """A paper's number as printed: "value ± pm", or the value alone when it prints no ±."""
+    return " ± ".join(x for x in (value, pm) if x)
 
 
 def _markdown_paper(report: Report) -> list[str]:
@@ -153,8 +153,7 @@ def _markdown_paper(report: Report) -> list[str]:
         missing = unmatched_rows(ref)
         if missing:
             listed = "; ".join(
-                f"{row}: "
-                + ", ".join(f"{col} {' ± '.join(x for x in (v, pm) if x)}" for col, v, pm in vals)
+                f"{row}: " + ", ".join(f"{col} {_printed(v, pm)}" for col, v, pm in vals)
                 for row, vals in missing.items()
             )
             lines += [
