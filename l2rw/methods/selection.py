@@ -69,7 +69,7 @@ def selection_pipeline(ctx: RunContext) -> dict[str, Any]:
         r += 1
         k = min(sel.per_round or sel.budget, sel.budget - len(data.clean))
         positions, noisy, selection = _select(ctx, r, prev, data, k, label_free)
-        chosen = data.train.index[positions].tolist()
+        chosen = data.train.index[positions.cpu().numpy()].tolist()
         data = move_to_meta(data, positions)
         prev = _round(ctx, r, data, prev, offset)
         offset += prev.steps
