@@ -2,6 +2,7 @@
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,9 @@ from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ["WANDB_MODE"] = "disabled"
+# Caches (warm-ups, verified data files) and runs without an explicit output root go here, not
+# into the checkout's outputs/.
+os.environ["L2RW_OUTPUT_ROOT"] = tempfile.mkdtemp(prefix="l2rw-test-outputs-")
 
 from fakedata import write_mnist  # noqa: E402
 

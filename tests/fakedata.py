@@ -26,7 +26,7 @@ def class_images(
     return images
 
 
-def _write_idx(path: Path, magic: int, array: np.ndarray) -> None:
+def write_idx(path: Path, magic: int, array: np.ndarray) -> None:
     """IDX: big-endian int32 magic and dimensions, then the uint8 payload."""
     header = np.array([magic, *array.shape], dtype=">i4").tobytes()
     path.write_bytes(header + array.astype(np.uint8).tobytes())
@@ -46,8 +46,8 @@ def write_mnist(
     for split, n in (("train", n_train), ("t10k", n_test)):
         labels = np.arange(n) % num_classes
         images = class_images(labels, num_classes, 1, 28, seed + (split == "t10k"))[..., 0]
-        _write_idx(raw / f"{split}-images-idx3-ubyte", 2051, images)
-        _write_idx(raw / f"{split}-labels-idx1-ubyte", 2049, labels)
+        write_idx(raw / f"{split}-images-idx3-ubyte", 2051, images)
+        write_idx(raw / f"{split}-labels-idx1-ubyte", 2049, labels)
     return raw
 
 

@@ -64,25 +64,27 @@ def test_mnist_gz_only(tmp_path):
         with gzip.open(f"{f}.gz", "wb") as out:
             out.write(f.read_bytes())
         f.unlink()
-    src = load_source("mnist", str(tmp_path), train=True, download=False)
+    # The fake archives cannot match torchvision's MD5s (test_data_verify checks that they fail).
+    src = load_source("mnist", str(tmp_path), train=True, download=False, verify=False)
     assert src.x.shape == (20, 1, 28, 28)
 
 
 def test_cifar10(tmp_path):
     write_cifar10(tmp_path, n_train=40, n_test=20)
-    train = load_source("cifar10", tmp_path, train=True, download=False)
+    # Fake files cannot match torchvision's MD5s (test_data_verify checks that they fail).
+    train = load_source("cifar10", tmp_path, train=True, download=False, verify=False)
     assert train.x.shape == (40, 3, 32, 32) and train.x.dtype == torch.uint8
     # The five batches concatenate in order, so labels stay i % 10.
     assert train.y.dtype == np.int64 and np.array_equal(train.y, np.arange(40) % 10)
     assert train.num_classes == 10 and train.classes[3] == "cat"
     assert_blocks_match_labels(train.x, train.y, 10)
-    test = load_source("cifar10", tmp_path, train=False, download=False)
+    test = load_source("cifar10", tmp_path, train=False, download=False, verify=False)
     assert test.x.shape == (20, 3, 32, 32)
 
 
 def test_cifar100(tmp_path):
     write_cifar100(tmp_path, n_train=200, n_test=100)
-    src = load_source("cifar100", tmp_path, train=False, download=False)
+    src = load_source("cifar100", tmp_path, train=False, download=False, verify=False)
     assert src.x.shape == (100, 3, 32, 32) and src.x.dtype == torch.uint8
     assert np.array_equal(src.y, np.arange(100))
     assert src.num_classes == 100 and src.classes[7] == "fine_07"

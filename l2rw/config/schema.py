@@ -124,6 +124,9 @@ class LoggerConf:
 class PathsConf:
     data_dir: str | None = None
     output_root: str = "outputs"
+    # Check dataset files (sizes, headers, MD5s) before reading them; what passed is cached in
+    # <output_root>/cache/verified-data.json. false: read them unchecked, at your own risk.
+    verify_data: bool = True
 
 
 @dataclass

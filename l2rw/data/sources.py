@@ -1,7 +1,9 @@
 """Raw datasets as in-memory uint8 tensors, read from torchvision's on-disk layouts.
 
-A source is one registered function `(root, train, **options) -> RawSource`. Missing files end
-in one `DataError` paragraph (what is expected, where, how to fix), never a torchvision traceback.
+A source is one registered function `(root, train, verify, **options) -> RawSource`, `verify`
+being the `VerifyCache` its files are checked with before they are read (None: no checks).
+Missing or damaged files end in one `DataError` paragraph (what is expected or wrong, where, how
+to fix), never a torchvision traceback.
 """
 
 import gzip
@@ -17,6 +19,13 @@ import torch
 from torchvision import datasets
 from torchvision.transforms import v2
 
+from l2rw.data.verify import (
+    VerifyCache,
+    verify_archives,
+    verify_cifar,
+    verify_images,
+    verify_mnist,
+)
 from l2rw.errors import DataError
 from l2rw.registry import Registry
 
@@ -39,10 +48,26 @@ class RawSource:
 
 
 def load_source(
-    name: str, root: str | os.PathLike | None, train: bool, **options: Any
+    name: str,
+    root: str | os.PathLike | None,
+    train: bool,
+    *,
+    verify: bool = True,
+    verify_cache: Path | None = None,
+    **options: Any,
 ) -> RawSource:
-    """Load the train (or test) split of the registered dataset `name` from `root`."""
-    return SOURCES.get(name)(None if root is None else Path(root), train, **options)
+    """Load the train (or test) split of the registered dataset `name` from `root`.
+
+    `verify`: check the files it reads first (`l2rw.data.verify`); `verify_cache`: the JSON file
+    that remembers which passed, so that unchanged files are not read twice (None: no memory).
+    """
+    source = SOURCES.get(name)
+    cache = VerifyCache(verify_cache) if verify else None
+    try:
+        return source(None if root is None else Path(root), train, cache, **options)
+    finally:
+        if cache is not None:
+            cache.save()
 
 
 def _require_root(name: str, root: Path | None) -> Path:
@@ -91,13 +116,23 @@ def _ensure_files(
 
 
 def _mnist_like(
-    name: str, cls: type[datasets.MNIST], root: Path | None, train: bool, download: bool
+    name: str,
+    cls: type[datasets.MNIST],
+    root: Path | None,
+    train: bool,
+    verify: VerifyCache | None,
+    download: bool,
 ) -> RawSource:
     root = _require_root(name, root)
     folder = root / cls.__name__ / "raw"
     files = [f"{s}-{k}-ubyte" for s in ("train", "t10k") for k in ("images-idx3", "labels-idx1")]
+    if verify is not None:  # torchvision's MD5s are those of the archives, checked before use
+        verify_archives(verify, name, folder, cls.resources, cls.mirrors[0])
     _gunzip_missing(folder, files)
     _ensure_files(name, root, folder, files, download, lambda: cls(str(root), download=True))
+    if verify is not None:
+        split = "train" if train else "t10k"
+        verify_mnist(verify, name, folder, split, len(cls.classes), cls.mirrors[0])
     ds = cls(str(root), train=train, download=False)
     return RawSource(
         x=ds.data.unsqueeze(1).contiguous(),
@@ -108,20 +143,25 @@ def _mnist_like(
 
 
 @SOURCES.register("mnist")
-def _mnist(root: Path | None, train: bool, download: bool = True) -> RawSource:
-    return _mnist_like("mnist", datasets.MNIST, root, train, download)
+def _mnist(
+    root: Path | None, train: bool, verify: VerifyCache | None, download: bool = True
+) -> RawSource:
+    return _mnist_like("mnist", datasets.MNIST, root, train, verify, download)
 
 
 @SOURCES.register("fashion_mnist")
-def _fashion_mnist(root: Path | None, train: bool, download: bool = True) -> RawSource:
-    return _mnist_like("fashion_mnist", datasets.FashionMNIST, root, train, download)
+def _fashion_mnist(
+    root: Path | None, train: bool, verify: VerifyCache | None, download: bool = True
+) -> RawSource:
+    return _mnist_like("fashion_mnist", datasets.FashionMNIST, root, train, verify, download)
 
 
 class _CIFAR10(datasets.CIFAR10):
     """CIFAR-10 that checks only that its files exist, not their MD5s.
 
-    torchvision's MD5 check would reject the small files tests write in the real format; the
-    pickles are validated by parsing them anyway. The archive's MD5 is still checked on download.
+    `verify_cifar` checks the MD5s instead, after the structure, so a truncated file is reported
+    as such and `paths.verify_data=false` can skip the check (the small files tests write in the
+    real format cannot match). The archive's MD5 is still checked on download.
     """
 
     train_list = [[f, None] for f, _ in datasets.CIFAR10.train_list]
@@ -138,12 +178,22 @@ class _CIFAR100(datasets.CIFAR100):
 
 
 def _cifar(
-    name: str, cls: type[datasets.CIFAR10], root: Path | None, train: bool, download: bool
+    name: str,
+    cls: type[datasets.CIFAR10],
+    published: type[datasets.CIFAR10],
+    root: Path | None,
+    train: bool,
+    verify: VerifyCache | None,
+    download: bool,
 ) -> RawSource:
+    """`cls` reads the files, `published` (torchvision's class) has their MD5s."""
     root = _require_root(name, root)
     folder = root / cls.base_folder
     files = [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
     _ensure_files(name, root, folder, files, download, lambda: cls(str(root), download=True))
+    if verify is not None:
+        batches = published.train_list if train else published.test_list
+        verify_cifar(verify, name, folder, batches, published.meta, published.url)
     ds = cls(str(root), train=train, download=False)
     return RawSource(
         x=torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(),
@@ -154,19 +204,24 @@ def _cifar(
 
 
 @SOURCES.register("cifar10")
-def _cifar10(root: Path | None, train: bool, download: bool = True) -> RawSource:
-    return _cifar("cifar10", _CIFAR10, root, train, download)
+def _cifar10(
+    root: Path | None, train: bool, verify: VerifyCache | None, download: bool = True
+) -> RawSource:
+    return _cifar("cifar10", _CIFAR10, datasets.CIFAR10, root, train, verify, download)
 
 
 @SOURCES.register("cifar100")
-def _cifar100(root: Path | None, train: bool, download: bool = True) -> RawSource:
-    return _cifar("cifar100", _CIFAR100, root, train, download)
+def _cifar100(
+    root: Path | None, train: bool, verify: VerifyCache | None, download: bool = True
+) -> RawSource:
+    return _cifar("cifar100", _CIFAR100, datasets.CIFAR100, root, train, verify, download)
 
 
 @SOURCES.register("imagenet10")
 def _imagenet10(
     root: Path | None,
     train: bool,
+    verify: VerifyCache | None,
     path: str | os.PathLike | None = None,
     image_size: int = 32,
 ) -> RawSource:
@@ -189,6 +244,8 @@ def _imagenet10(
             "imagenet10/val/<class>/...), or point the dataset option path=... at the folder "
             "holding train/ and val/. It cannot be downloaded automatically."
         ) from None
+    if verify is not None:
+        verify_images(verify, "imagenet10", [Path(p) for p, _ in ds.samples])
     x = torch.stack([ds[i][0].as_subclass(torch.Tensor) for i in range(len(ds))])
     return RawSource(
         x=x,
@@ -233,7 +290,10 @@ def toy2d_splits(seed: int = 0, std: float = 0.35) -> dict[str, tuple[torch.Tens
 
 
 @SOURCES.register("toy2d")
-def _toy2d(root: Path | None, train: bool, seed: int = 0, std: float = 0.35) -> RawSource:
-    """Synthetic, so `root` is unused; the 160 validation points come from `toy2d_splits`."""
+def _toy2d(
+    root: Path | None, train: bool, verify: VerifyCache | None, seed: int = 0, std: float = 0.35
+) -> RawSource:
+    """Synthetic, so `root` and `verify` are unused; the 160 validation points come from
+    `toy2d_splits`."""
     x, y = toy2d_splits(seed, std)["train" if train else "test"]
     return RawSource(x=x, y=y, num_classes=2, classes=["lower", "upper"])

@@ -7,6 +7,7 @@ in MW-Net's long-tail set-up); label noise is applied last, to the remaining tra
 """
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -102,9 +103,13 @@ def _load(cfg: DictConfig) -> tuple[RawSource, RawSource, RawSource | None]:
     if name == "toy2d":
         parts = toy2d_splits(int(options.get("seed", cfg.seed)))
         return tuple(RawSource(x, y, 2, ["0", "1"]) for x, y in parts.values())  # train, test, val
+    verify = {
+        "verify": cfg.paths.verify_data,
+        "verify_cache": Path(cfg.paths.output_root) / "cache" / "verified-data.json",
+    }
     return (
-        load_source(name, data_dir, train=True, **options),
-        load_source(name, data_dir, train=False, **options),
+        load_source(name, data_dir, train=True, **verify, **options),
+        load_source(name, data_dir, train=False, **verify, **options),
         None,
     )
 
