@@ -11,3 +11,7 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """Dataset files are missing, unreadable or cannot be downloaded."""
+
+
+class StorageError(UserError):
+    """A file could not be written (disk full, permissions); the previous copy is intact."""

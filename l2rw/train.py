@@ -23,16 +23,20 @@ from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 from l2rw.config.resolvers import register_resolvers
 from l2rw.config.schema import register_schemas
 from l2rw.config.validate import validate
-from l2rw.errors import ConfigError, UserError
+from l2rw.errors import ConfigError, StorageError, UserError
 from l2rw.seeding import seed_everything
+from l2rw.tracking.locks import exclusive
 from l2rw.tracking.record import (
+    LOCK_NAME,
     RECORD_NAME,
+    REPLACED_PREFIX,
     SCHEMA_VERSION,
     cell_of,
     device_description,
     environment,
     git_commit,
     read_record,
+    setting_of,
     write_json_atomic,
 )
 from l2rw.tracking.sinks import Tracker, open_wandb
@@ -68,15 +72,35 @@ def resolved(cfg: DictConfig) -> dict[str, Any]:
 
 
 def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Run one job into `run_dir` and return its record (also written to run_dir/result.json)."""
+    """Run one job into `run_dir` and return its record (also written to run_dir/result.json).
+
+    The job owns `run_dir` while it runs: a second launch of the same cell meanwhile (the same
+    sweep started twice, two users) is skipped with a message and writes nothing; its record
+    has status "skipped" and is not saved.
+    """
     run_dir = Path(run_dir)
-    overrides = list(overrides or [])
+    with exclusive(run_dir / LOCK_NAME, wait=False) as holder:
+        if holder is not None:
+            log.warning(
+                "Skipping %s: %s is running this cell now (lock %s). Re-run the command after it "
+                "ends to pick up its record.",
+                run_dir,
+                holder,
+                run_dir / LOCK_NAME,
+            )
+            return {"status": "skipped", "metrics": {}, "output_dir": str(run_dir)}
+        return _run_owned(cfg, run_dir, list(overrides or []))
+
+
+def _run_owned(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, Any]:
     previous = read_record(run_dir)
     if previous and previous.get("status") == "completed" and not cfg.force:
         log.info(
             "Skipping %s: it already holds a completed record (pass force=true to re-run).", run_dir
         )
         return previous
+    if cfg.force:
+        _move_aside(run_dir)
     started = time.time()
     record: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -115,8 +139,31 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> d
     finally:
         record["wall_time_s"] = round(time.time() - started, 3)
         record["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        write_json_atomic(run_dir / RECORD_NAME, record)
+        try:
+            write_json_atomic(run_dir / RECORD_NAME, record)
+        except StorageError as err:
+            record["status"] = "failed"
+            record["error"] = record["error"] or str(err)
+            log.error("%s", err)
     return record
+
+
+def _move_aside(run_dir: Path) -> None:
+    """force=true: the folder's earlier state (record, checkpoints, phases, snapshots, logs of
+    metrics) goes into `replaced-<time>/`, so the run starts over and nothing is deleted."""
+    kept = {".hydra", "train.log", LOCK_NAME}
+    earlier = [
+        p
+        for p in (run_dir.iterdir() if run_dir.is_dir() else [])
+        if p.name not in kept and not p.name.startswith(REPLACED_PREFIX)
+    ]
+    if not earlier:
+        return
+    aside = run_dir / f"{REPLACED_PREFIX}{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}"
+    aside.mkdir()
+    for path in earlier:
+        path.replace(aside / path.name)
+    log.info("force=true: moved this run's earlier state to %s; starting over.", aside)
 
 
 def _execute(cfg: DictConfig, run_dir: Path, record: dict[str, Any]) -> None:
@@ -142,7 +189,15 @@ def _execute(cfg: DictConfig, run_dir: Path, record: dict[str, Any]) -> None:
     wandb_run = open_wandb(cfg, record["config"], record["cell"], run_dir)
     with wandb_run if wandb_run is not None else nullcontext():
         record["wandb_run_id"] = getattr(wandb_run, "id", None)
-        ctx = RunContext(cfg, data.to(device), model, device, run_dir, Tracker(run_dir, wandb_run))
+        ctx = RunContext(
+            cfg,
+            data.to(device),
+            model,
+            device,
+            run_dir,
+            Tracker(run_dir, wandb_run),
+            setting_of(record["config"]),
+        )
         out = run_pipeline(ctx)
         # A pipeline that changes the splits (selection cleans examples into the meta set)
         # returns the facts of the data it ended with.

@@ -116,8 +116,8 @@ def test_interrupted_selection_job_resumes_to_the_same_result(tiny_cfg, tmp_path
     straight = run(toy(tiny_cfg, tmp_path, *overrides), tmp_path / "straight")
     real_save = loop.save_checkpoint
 
-    def die_in_round1(folder, name, state):
-        real_save(folder, name, state)
+    def die_in_round1(folder, name, state, *identity):
+        real_save(folder, name, state, *identity)
         if name == "checkpoint-round1.pt":
             raise Interrupted
 
@@ -142,8 +142,8 @@ def test_meta_reweight_weight_table_survives_an_interruption(tiny_cfg, tmp_path,
     real_save = loop.save_checkpoint
     saved = {}
 
-    def die_after_first(folder, name, state):
-        real_save(folder, name, state)
+    def die_after_first(folder, name, state, *identity):
+        real_save(folder, name, state, *identity)
         saved["weights"] = state["rule"]["weights"].clone()
         raise Interrupted
 

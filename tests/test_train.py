@@ -83,8 +83,8 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_cfg, tmp_path, monkeypa
     saves = []
     real_save = loop.save_checkpoint
 
-    def save_then_die(folder, name, state):
-        real_save(folder, name, state)
+    def save_then_die(folder, name, state, *identity):
+        real_save(folder, name, state, *identity)
         saves.append(state["step"])
         if len(saves) == 2:
             raise Interrupted
@@ -246,6 +246,25 @@ def test_run_folder_is_the_cell_plus_seed_and_scale():
     name = "imbalance.majority_fraction=0.99,method=l2rw,scale=full,seed=3"
     assert record_module.run_dirname(job) == record_module.run_dirname(rerun) == name
     assert record_module.cell_of(rerun) == ["imbalance.majority_fraction=0.99", "method=l2rw"]
+
+
+def test_a_long_run_folder_name_is_cut_and_made_unique_by_a_hash():
+    many = [f"train.option_{i}={'x' * 20}" for i in range(12)]
+    name = record_module.run_dirname([*many, "seed=0"])
+    assert len(name.encode()) <= record_module.MAX_DIRNAME_BYTES
+    assert name == record_module.run_dirname([*reversed(many), "seed=0", "threads=2"])
+    assert name.startswith("seed=0,train.option_0=")
+    assert name != record_module.run_dirname([*many, "seed=1"])
+
+
+def test_a_sweep_without_a_table_writes_under_multirun():
+    from hydra import compose, initialize_config_dir
+
+    from l2rw.train import CONF_DIR
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["paths.output_root=/out"], return_hydra_config=True)
+    assert cfg.hydra.sweep.dir == "/out/multirun"
 
 
 def test_device_override_reuses_the_sweep_folder(tmp_path, data_dir):

@@ -35,7 +35,13 @@ def run_dirname(overrides: Any) -> str:
     return dirname(list(overrides))
 
 
-RESOLVERS = {"by_seed": by_seed, "run_dirname": run_dirname}
+def sweep_folder(table_name: str | None) -> str:
+    """`${sweep_folder:${table_name}}`: a sweep's folder under the output root, its table's name
+    (`multirun` for a sweep that is no table)."""
+    return table_name or "multirun"
+
+
+RESOLVERS = {"by_seed": by_seed, "run_dirname": run_dirname, "sweep_folder": sweep_folder}
 
 
 def register_resolvers() -> None:

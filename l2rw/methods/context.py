@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
@@ -20,6 +21,9 @@ class RunContext:
     device: torch.device
     run_dir: Path
     tracker: Tracker
+    # What determines the training done in this context (`setting_of` the run's resolved config;
+    # a shared warm-up's own); its checkpoints carry it and refuse to resume under another.
+    setting: dict[str, Any]
 
     @property
     def preprocess(self) -> Preprocess:

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from l2rw.data.batches import BalancedStream, EpochStream, steps_per_epoch
 from l2rw.methods.checkpoint import (
+    checkpoint_identity,
     load_checkpoint,
     remove_checkpoint,
     save_checkpoint,
@@ -171,6 +172,15 @@ class _Progress:
                 0
             ]
 
+    def state_dict(self) -> dict[str, object]:
+        """Plain values and tensors only, so the checkpoint loads with weights_only=True."""
+        hist = {k: torch.from_numpy(v.copy()) for k, v in self.hist.items()}
+        return {**self.__dict__, "hist": hist}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self.hist = {k: v.cpu().numpy() for k, v in state["hist"].items()}
+
 
 def train_loop(ctx: RunContext, rule: StepRule, phase: Phase | None = None) -> dict[str, object]:
     """Run `phase` (by default the job's one phase, "train") with `rule`; return the final
@@ -185,7 +195,8 @@ def train_loop(ctx: RunContext, rule: StepRule, phase: Phase | None = None) -> d
         else EpochStream(len(data.train), phase.batch_size, cfg.seed, BATCHES)
     )
     progress, start = _Progress(), 0
-    state = load_checkpoint(phase.folder, phase.checkpoint_name, ctx.device)
+    identity = checkpoint_identity(ctx.setting)
+    state = load_checkpoint(phase.folder, phase.checkpoint_name, ctx.device, identity)
     if state is not None:
         if state.get("phase") != phase.name:
             raise RuntimeError(
@@ -195,7 +206,7 @@ def train_loop(ctx: RunContext, rule: StepRule, phase: Phase | None = None) -> d
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         lr_schedule.load_state_dict(state["lr_schedule"])
-        progress.__dict__.update(state["progress"])
+        progress.load_state_dict(state["progress"])
         if hasattr(rule, "load_state_dict"):
             rule.load_state_dict(state["rule"])
         start = state["step"]
@@ -268,10 +279,11 @@ def train_loop(ctx: RunContext, rule: StepRule, phase: Phase | None = None) -> d
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "lr_schedule": lr_schedule.state_dict(),
-                    "progress": progress.__dict__,
+                    "progress": progress.state_dict(),
                     "rule": rule.state_dict() if hasattr(rule, "state_dict") else None,
                     "step": done,
                 },
+                identity,
             )
     bar.close()
     if not evals:

@@ -17,11 +17,9 @@ noise, model, method, seed): with `selector.cache_warmup` it runs once in
 jobs reuse it.
 """
 
-import fcntl
 import hashlib
 import json
 import logging
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -46,8 +44,9 @@ from l2rw.methods.phases import (
     run_phase,
 )
 from l2rw.selection.selectors import SELECTORS, Candidates, Selection
+from l2rw.tracking.locks import exclusive
 from l2rw.tracking.record import setting_of, write_json_atomic
-from l2rw.tracking.sinks import METRICS_NAME, Tracker
+from l2rw.tracking.sinks import JsonlSink, Tracker
 
 log = logging.getLogger(__name__)
 
@@ -120,25 +119,19 @@ def move_to_meta(data: DataBundle, positions: torch.Tensor) -> DataBundle:
     return replace(data, train=new_train, clean=new_clean)
 
 
-def warmup_key(ctx: RunContext) -> str:
-    """Hash of everything that determines the warm-up (data, noise, model, method, schedule,
-    seed, the snapshot period), and nothing else."""
+def warmup_setting(ctx: RunContext) -> dict[str, Any]:
+    """Everything that determines the warm-up (data, noise, model, method, schedule, seed, the
+    snapshot period), and nothing else."""
     config = OmegaConf.to_container(ctx.cfg, resolve=True)
-    cfg = setting_of(config, ignore=WARMUP_IRRELEVANT)  # type: ignore[arg-type]
-    cfg["snapshot_every"] = ctx.cfg.selector.snapshot_every
-    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+    setting = setting_of(config, ignore=WARMUP_IRRELEVANT)  # type: ignore[arg-type]
+    setting["snapshot_every"] = ctx.cfg.selector.snapshot_every
+    return setting
 
 
-@contextmanager
-def _locked(path: Path):
-    """An exclusive lock on `path` (released when the holder exits, also when it is killed)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+def warmup_key(ctx: RunContext) -> str:
+    """The warm-up cache's key: a hash of `warmup_setting`."""
+    encoded = json.dumps(warmup_setting(ctx), sort_keys=True).encode()
+    return hashlib.sha256(encoded).hexdigest()[:16]
 
 
 def _warmup(ctx: RunContext) -> PhaseResult:
@@ -147,8 +140,10 @@ def _warmup(ctx: RunContext) -> PhaseResult:
         return _train_phase(ctx, "warmup", 0, ctx.data, ctx.run_dir, 0)
     key = warmup_key(ctx)
     folder = Path(ctx.cfg.paths.output_root) / "cache" / f"warmup-{key}"
-    with _locked(folder.with_suffix(".lock")):
-        warm_ctx = replace(ctx, run_dir=folder, tracker=Tracker(folder))
+    with exclusive(folder.with_suffix(".lock"), wait=True):
+        warm_ctx = replace(
+            ctx, run_dir=folder, tracker=Tracker(folder), setting=warmup_setting(ctx)
+        )
         warm = _train_phase(warm_ctx, "warmup", 0, ctx.data, folder, 0)
     log.info("Warm-up %s: %s.", key, folder)
     _replay_warmup_log(ctx, folder, warm.steps)
@@ -156,16 +151,11 @@ def _warmup(ctx: RunContext) -> PhaseResult:
 
 
 def _replay_warmup_log(ctx: RunContext, folder: Path, steps: int) -> None:
-    """Copy the cached warm-up's evaluations into this job's log, once."""
-    mine = ctx.tracker.local.path
-    if mine.exists() and any(
-        json.loads(line)["step"] <= steps for line in mine.read_text().splitlines()
-    ):
-        return
-    source = folder / METRICS_NAME
-    for line in source.read_text().splitlines() if source.exists() else []:
-        row = json.loads(line)
-        ctx.tracker.log({k: v for k, v in row.items() if k != "step"}, row["step"])
+    """Make this job's log start with the cached warm-up's evaluations (also after a kill in
+    the middle of copying them), keeping the rows of its later phases."""
+    warm = JsonlSink(folder).rows()
+    if [r for r in ctx.tracker.local.rows() if r["step"] <= steps] != warm:
+        ctx.tracker.replace_up_to(steps, warm)
 
 
 def _train_phase(

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from l2rw.tracking.record import RECORD_NAME
+from l2rw.tracking.record import RECORD_NAME, REPLACED_PREFIX
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,8 @@ class Record:
 
 
 def load_local(output_root: Path, table: str) -> list[Record]:
-    """Every result.json under <output_root>/<table>/, at any depth, in path order.
+    """Every result.json under <output_root>/<table>/, at any depth, in path order, but those
+    a force=true re-run superseded (in its `replaced-*` folders).
 
     An unparsable file becomes a record with status "unreadable", so it is reported, not lost.
     """
@@ -28,6 +29,8 @@ def load_local(output_root: Path, table: str) -> list[Record]:
     records = []
     for path in sorted((root / table).rglob(RECORD_NAME)):
         run = path.parent.relative_to(root).as_posix()
+        if any(part.startswith(REPLACED_PREFIX) for part in path.parent.relative_to(root).parts):
+            continue
         try:
             data = json.loads(path.read_text())
             if not isinstance(data, dict):

@@ -1,16 +1,25 @@
 """result.json: the one record of a job, written atomically, also when the job fails."""
 
+import hashlib
 import json
 import os
 import platform
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from l2rw.errors import StorageError
+
 RECORD_NAME = "result.json"
+# A run folder's lock file (l2rw.tracking.locks), and the prefix of the folders inside it that
+# force=true moves a run's earlier state into (superseded: reports skip them).
+LOCK_NAME = ".lock"
+REPLACED_PREFIX = "replaced-"
 SCHEMA_VERSION = 1
 
 # Overrides that say how and where a job runs, not what it computes: never part of its cell.
@@ -20,6 +29,8 @@ BOOKKEEPING_KEYS = frozenset(
 BOOKKEEPING_GROUPS = ("paths.", "logger.", "hydra.")
 # Of those, the ones that name a job's folder beside its cell (one folder per seed and scale).
 RUN_DIR_KEYS = ("seed", "scale")
+# The longest job folder name kept as is (a path component may have 255 bytes).
+MAX_DIRNAME_BYTES = 200
 
 
 def override_key(override: str) -> str:
@@ -43,7 +54,14 @@ def run_dirname(overrides: list[str]) -> str:
     only in bookkeeping (device, threads, paths, W&B mode) finds the same folder, skips or resumes.
     """
     kept = [o for o in overrides if override_key(o) in RUN_DIR_KEYS]
-    return ",".join(sorted(cell_of(overrides) + kept))
+    name = ",".join(sorted(cell_of(overrides) + kept))
+    if len(name.encode()) <= MAX_DIRNAME_BYTES:
+        return name
+    # Too long for one path component (255 bytes on most filesystems): keep a readable head and
+    # make the name unique with a hash of the whole.
+    digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+    head = name.encode()[: MAX_DIRNAME_BYTES - len(digest) - 1].decode(errors="ignore")
+    return f"{head}-{digest}"
 
 
 def setting_of(config: dict[str, Any], ignore: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -63,17 +81,40 @@ def setting_of(config: dict[str, Any], ignore: tuple[str, ...] = ()) -> dict[str
     return {k: v for k, v in flat.items() if k in RUN_DIR_KEYS or not is_bookkeeping(k)}
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write to a temp file in the same folder, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+@contextmanager
+def storage_errors(path: Path) -> Iterator[None]:
+    """Turn a failed write of `path` (disk full, permissions, a vanished folder) into a
+    StorageError: one paragraph that says the previous copy is intact and how to go on."""
     try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=2, default=_jsonable)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        yield
+    except OSError as err:
+        raise StorageError(
+            f"Could not write {path}: {err.strerror or err}. The previous copy of the file, if "
+            "there was one, is intact and nothing half-written was left. Free disk space or fix "
+            "the folder's permissions (or point paths.output_root=... elsewhere), then re-run the "
+            "same command: it resumes from the last checkpoint."
+        ) from None
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write to a temp file in the same folder, then rename: readers never see half a file,
+    and a failed write (StorageError) leaves the previous file as it was."""
+    path = Path(path)
+    with storage_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(text)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """`obj` as indented JSON, written atomically (`write_text_atomic`)."""
+    write_text_atomic(path, json.dumps(obj, indent=2, default=_jsonable))
 
 
 def _jsonable(value: Any) -> Any:

@@ -7,6 +7,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from l2rw.tracking.record import storage_errors, write_text_atomic
+
 log = logging.getLogger(__name__)
 METRICS_NAME = "metrics.jsonl"
 
@@ -17,16 +19,31 @@ class JsonlSink:
     def __init__(self, run_dir: Path) -> None:
         self.path = Path(run_dir) / METRICS_NAME
 
-    def truncate_after(self, step: int) -> None:
+    def rows(self) -> list[dict[str, Any]]:
+        """The logged rows, without a last line torn by a kill in the middle of its append."""
         if not self.path.exists():
-            return
-        kept = [
-            line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= step
-        ]
-        self.path.write_text("".join(f"{line}\n" for line in kept))
+            return []
+        rows = []
+        for line in self.path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                log.warning("Dropping a torn line of %s: %r", self.path, line[:80])
+        return rows
+
+    def truncate_after(self, step: int) -> None:
+        if self.path.exists():
+            self._write([row for row in self.rows() if row["step"] <= step])
+
+    def replace_up_to(self, step: int, rows: list[dict[str, Any]]) -> None:
+        """The logged rows up to `step` become `rows`; later ones stay."""
+        self._write(rows + [row for row in self.rows() if row["step"] > step])
+
+    def _write(self, rows: list[dict[str, Any]]) -> None:
+        write_text_atomic(self.path, "".join(f"{json.dumps(row)}\n" for row in rows))
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
-        with self.path.open("a") as fh:
+        with storage_errors(self.path), self.path.open("a") as fh:
             fh.write(json.dumps({"step": step, **metrics}) + "\n")
 
 
@@ -41,6 +58,13 @@ class Tracker:
         self.local.log(metrics, step)
         if self.wandb_run is not None:
             self.wandb_run.log(metrics, step=step)
+
+    def replace_up_to(self, step: int, rows: list[dict[str, Any]]) -> None:
+        """Rows logged elsewhere (a shared warm-up's) become this run's rows up to `step`."""
+        self.local.replace_up_to(step, rows)
+        if self.wandb_run is not None:
+            for row in rows:
+                self.wandb_run.log({k: v for k, v in row.items() if k != "step"}, step=row["step"])
 
     def summary(self, values: dict[str, Any]) -> None:
         if self.wandb_run is not None:

@@ -1,0 +1,221 @@
+"""Faults: checkpoints from another config or unreadable, concurrent launches, stale locks and
+failed writes each end with one message, lose nothing and never leave a record that should not
+exist."""
+
+import errno
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import l2rw.methods.checkpoint as checkpoint_module
+import l2rw.methods.loop as loop
+import l2rw.tracking.record as record_module
+from l2rw.report.records import load_local
+from l2rw.tracking.locks import exclusive
+from l2rw.tracking.record import LOCK_NAME, REPLACED_PREFIX
+from l2rw.train import run
+
+REPO = Path(__file__).resolve().parent.parent
+OVERRIDES = ("noise=uniform_flip", "method=l2rw", "dataset.clean_size=20", "device=cpu")
+
+
+class Interrupted(Exception):
+    pass
+
+
+def interrupt_after_first_checkpoint(tiny_cfg, run_dir, monkeypatch, *overrides):
+    """Run until the first checkpoint is written, then stop as a killed job would."""
+    real_save = loop.save_checkpoint
+
+    def save_then_die(*args):
+        real_save(*args)
+        raise Interrupted
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    with pytest.raises(Interrupted):
+        run(tiny_cfg(*OVERRIDES, *overrides), run_dir)
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    assert (run_dir / "checkpoint-train.pt").exists()
+
+
+def test_checkpoint_from_another_config_is_refused_then_force_starts_over(
+    tiny_cfg, tmp_path, monkeypatch, caplog
+):
+    interrupt_after_first_checkpoint(tiny_cfg, tmp_path, monkeypatch, "train.lr=0.05")
+    before = (tmp_path / "checkpoint-train.pt").read_bytes()
+
+    refused = run(tiny_cfg(*OVERRIDES, "train.lr=0.02"), tmp_path)
+    assert refused["status"] == "failed"
+    assert "different configuration" in refused["error"]
+    assert "train.lr: 0.05 in the checkpoint, 0.02 now" in refused["error"]
+    assert "force=true" in refused["error"]
+    assert (tmp_path / "checkpoint-train.pt").read_bytes() == before
+    assert json.loads((tmp_path / "result.json").read_text())["status"] == "failed"
+
+    forced = run(tiny_cfg(*OVERRIDES, "train.lr=0.02", "force=true"), tmp_path)
+    assert forced["status"] == "completed"
+    (aside,) = tmp_path.glob(f"{REPLACED_PREFIX}*")
+    assert (aside / "checkpoint-train.pt").read_bytes() == before
+    assert json.loads((aside / "result.json").read_text())["status"] == "failed"
+    fresh = run(tiny_cfg(*OVERRIDES, "train.lr=0.02"), tmp_path / "fresh")
+    assert forced["metrics"] == fresh["metrics"]
+    # Reports read the folder's current record only, not the one the re-run superseded.
+    runs = sorted(r.run for r in load_local(tmp_path.parent, tmp_path.name))
+    assert runs == [tmp_path.name, f"{tmp_path.name}/fresh"]
+
+
+def test_unreadable_checkpoint_is_moved_aside_and_the_run_starts_over(
+    tiny_cfg, tmp_path, monkeypatch
+):
+    straight = run(tiny_cfg(*OVERRIDES), tmp_path / "straight")
+    run_dir = tmp_path / "run"
+    interrupt_after_first_checkpoint(tiny_cfg, run_dir, monkeypatch)
+    path = run_dir / "checkpoint-train.pt"
+    garbled = path.read_bytes()[:100]
+    path.write_bytes(garbled)
+
+    resumed = run(tiny_cfg(*OVERRIDES), run_dir)
+    assert resumed["status"] == "completed"
+    assert resumed["metrics"] == straight["metrics"]
+    (aside,) = run_dir.glob("checkpoint-train.pt.unreadable-*")
+    assert aside.read_bytes() == garbled
+
+
+def test_checkpoint_loads_weights_only(tiny_cfg, tmp_path, monkeypatch):
+    interrupt_after_first_checkpoint(tiny_cfg, tmp_path, monkeypatch)
+    state = torch.load(tmp_path / "checkpoint-train.pt", weights_only=True)
+    assert state["step"] == 4
+    assert state["identity"]["setting"]["train.lr"] == 0.05
+    assert "git_commit" in state["identity"]
+
+
+def test_a_second_launch_of_a_running_cell_is_skipped_and_writes_nothing(tiny_cfg, tmp_path):
+    with exclusive(tmp_path / LOCK_NAME, wait=False) as holder:
+        assert holder is None
+        second = run(tiny_cfg(*OVERRIDES), tmp_path)
+    assert second["status"] == "skipped"
+    assert not (tmp_path / "result.json").exists()
+    assert not list(tmp_path.glob("checkpoint*"))
+    assert run(tiny_cfg(*OVERRIDES), tmp_path)["status"] == "completed"
+
+
+def test_second_launch_from_the_command_line_says_who_holds_the_cell(tmp_path, data_dir):
+    from test_train import _cli
+
+    with exclusive(tmp_path / LOCK_NAME, wait=False):
+        proc = _cli(["train.length=4"], tmp_path, data_dir)
+    output = proc.stderr + proc.stdout
+    assert "is running this cell now" in output and f"pid {os.getpid()} " in output
+    assert "Traceback" not in output
+    assert not (tmp_path / "result.json").exists()
+
+
+def test_a_lock_left_by_a_killed_process_is_stale(tiny_cfg, tmp_path):
+    lock = tmp_path / LOCK_NAME
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from l2rw.tracking.locks import exclusive\n"
+            f"with exclusive({str(lock)!r}, wait=False):\n"
+            "    print('held', flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "held"
+    with exclusive(lock, wait=False) as other:
+        assert other is not None and other.startswith(f"pid {holder.pid} ")
+    holder.kill()
+    holder.wait()
+    assert lock.exists()
+    assert run(tiny_cfg(*OVERRIDES), tmp_path)["status"] == "completed"
+
+
+def test_a_failed_checkpoint_write_keeps_the_previous_one_and_fails_the_run(
+    tiny_cfg, tmp_path, monkeypatch
+):
+    interrupt_after_first_checkpoint(tiny_cfg, tmp_path, monkeypatch)
+    before = (tmp_path / "checkpoint-train.pt").read_bytes()
+    real_save = torch.save
+
+    def disk_full(obj, path, *args, **kwargs):
+        real_save(obj, path, *args, **kwargs)
+        with open(path, "r+b") as fh:
+            fh.truncate(10)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", disk_full)
+    record = run(tiny_cfg(*OVERRIDES), tmp_path)
+    monkeypatch.setattr(checkpoint_module.torch, "save", real_save)
+    assert record["status"] == "failed"
+    assert "checkpoint-train.pt: No space left on device" in record["error"]
+    assert "re-run the same command" in record["error"]
+    assert (tmp_path / "checkpoint-train.pt").read_bytes() == before
+    assert not list(tmp_path.glob(".*.tmp"))
+    assert json.loads((tmp_path / "result.json").read_text())["status"] == "failed"
+    assert run(tiny_cfg(*OVERRIDES), tmp_path)["status"] == "completed"
+
+
+def test_a_failed_record_write_keeps_the_previous_record(tiny_cfg, tmp_path, monkeypatch):
+    interrupt_after_first_checkpoint(tiny_cfg, tmp_path, monkeypatch)
+    before = (tmp_path / "result.json").read_text()
+    real_replace = record_module.os.replace
+
+    def no_permission(src, dst):
+        if str(dst).endswith("result.json"):
+            raise PermissionError(errno.EACCES, "Permission denied")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(record_module.os, "replace", no_permission)
+    record = run(tiny_cfg(*OVERRIDES), tmp_path)
+    monkeypatch.setattr(record_module.os, "replace", real_replace)
+    assert record["status"] == "failed"
+    assert "result.json: Permission denied" in record["error"]
+    assert (tmp_path / "result.json").read_text() == before
+    assert not list(tmp_path.glob(".result.json.*"))
+
+
+def test_a_sweep_killed_at_random_steps_and_relaunched_loses_nothing(data_dir, tmp_path):
+    """scripts/fault_injection.py, small: 3 cells on 2 workers, the whole sweep SIGKILLed twice
+    during training and re-launched until done, against the same sweep run without faults."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "fault_injection.py"),
+            f"--data-dir={data_dir}",
+            f"--root={tmp_path}",
+            "--cells=3",
+            "--kills=2",
+            "--workers=2",
+            "--max-delay=1.5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    summary = json.loads(proc.stdout)
+    assert proc.returncode == 0, summary
+    assert summary["kills"] >= 1
+    assert summary["reference_completed"] == 3
+    assert summary["records_lost"] == 0
+    assert summary["records_rewritten_after_completion"] == 0
+    assert summary["metrics_differ"] == 0
+
+
+def test_a_log_line_torn_by_a_kill_is_dropped_on_resume(tiny_cfg, tmp_path, monkeypatch):
+    straight = run(tiny_cfg(*OVERRIDES), tmp_path / "straight")
+    run_dir = tmp_path / "run"
+    interrupt_after_first_checkpoint(tiny_cfg, run_dir, monkeypatch)
+    with (run_dir / "metrics.jsonl").open("a") as fh:
+        fh.write('{"step": 5, "train/lo')
+    resumed = run(tiny_cfg(*OVERRIDES), run_dir)
+    assert resumed["metrics"] == straight["metrics"]
+    log = (run_dir / "metrics.jsonl").read_text()
+    assert log == (tmp_path / "straight" / "metrics.jsonl").read_text()
