@@ -118,3 +118,13 @@ def test_cross_field_checks(overrides, needle):
 def test_defaults_validate():
     validate(compose_cfg([]))
     validate(compose_cfg(["dataset=toy2d", "model=mlp"]))
+
+
+@pytest.mark.parametrize("table", ["rbc_table10", "rbc_table10_mnist"])
+@pytest.mark.parametrize("arm", ["with", "without"])
+@pytest.mark.parametrize("noise", ["uniform_flip", "adversarial"])
+def test_each_pretraining_arm_of_table10_validates(table, arm, noise):
+    cfg = compose_cfg([f"+table={table}", "scale=cpu", f"noise={noise}", f"+pretraining={arm}"])
+    validate(cfg)
+    assert cfg.selector.pretrain == (arm == "with")
+    assert (cfg.dataset.clean_size == 0) == (arm == "without")

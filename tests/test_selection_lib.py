@@ -398,3 +398,8 @@ def test_snapshot_features_concatenates_and_reseeds_each_snapshot():
     torch.testing.assert_close(G, torch.cat([rbc_features(model, x, y)] * 2, 1))
     G = snapshot_features(gbc_features, [model, model], x, y, seed=0)
     assert G.shape[0] == len(x)
+
+
+def test_drop_nearest_keeps_everything_without_meta_samples():
+    G = torch.randn(7, 3)
+    assert torch.equal(drop_nearest(G, G[:0]), torch.arange(7))

@@ -181,3 +181,24 @@ def test_record_lists_selected_examples_by_source_index(tiny_cfg, tmp_path):
     saved = json.loads((tmp_path / "job" / "round-1.json").read_text())["selected"]
     assert chosen == saved
     assert np.isin(chosen, record["selection"]["meta_indices"]).all()
+
+
+@pytest.mark.parametrize("selector", ["rbc", "certain"])
+def test_without_pretraining_the_whole_budget_is_selected_in_one_round(
+    tiny_cfg, tmp_path, selector
+):
+    record = run(
+        toy(tiny_cfg, tmp_path, f"selector={selector}", "+pretraining=without"), tmp_path / "job"
+    )
+    assert record["status"] == "completed", record["error"]
+    sel = record["selection"]
+    assert sel["warmup_indices"] == []
+    assert [r["round"] for r in sel["rounds"]] == [0, 1]
+    assert len(sel["rounds"][1]["selected"]) == len(sel["meta_indices"]) == 6
+    assert record["data"]["sizes"]["clean"] == 6
+
+
+def test_pretraining_without_meta_samples_is_refused_with_a_fix(tiny_cfg, tmp_path):
+    record = run(toy(tiny_cfg, tmp_path, "selector=rbc", "selector.pretrain=false"), tmp_path)
+    assert record["status"] == "failed"
+    assert "+pretraining=without" in record["error"]

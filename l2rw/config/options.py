@@ -287,17 +287,30 @@ class SelectionConf(SelectorConf):
     finetune_epochs: int = 10
     # Reuse the warm-up of the same (data, noise, model, method, seed) across selectors.
     cache_warmup: bool = True
+    # The pre-training phase (RBC Table 10): true, the warm-up is meta re-weighting with the
+    # dataset's random clean pool; false, it is plain training on the noisy data with no meta
+    # samples (dataset.clean_size=0), and the whole budget is selected in one round.
+    pretrain: bool = True
 
     @staticmethod
     def check(cfg: DictConfig) -> None:
         sel, ds = cfg.selector, cfg.dataset
         choice(cfg, "selector.round_training", ("reweight", "finetune"))
-        require(
-            sel.budget is not None and sel.budget >= ds.clean_size > 0,
-            f"selector={sel.name} needs 0 < dataset.clean_size (the warm-up's random meta "
-            f"samples, {ds.clean_size}) <= selector.budget ({sel.budget}); the protocol=rbc "
-            "config sets both from the dataset (dataset.rbc_warmup, dataset.rbc_budget).",
-        )
+        if sel.pretrain:
+            require(
+                sel.budget is not None and sel.budget >= ds.clean_size > 0,
+                f"selector={sel.name} needs 0 < dataset.clean_size (the warm-up's random meta "
+                f"samples, {ds.clean_size}) <= selector.budget ({sel.budget}); the protocol=rbc "
+                "config sets both from the dataset (dataset.rbc_warmup, dataset.rbc_budget).",
+            )
+        else:
+            require(
+                ds.clean_size == 0 and sel.budget is not None and sel.budget > 0,
+                "selector.pretrain=false selects the whole budget in one round from a model "
+                f"trained without meta samples, so dataset.clean_size must be 0 (it is "
+                f"{ds.clean_size}) and selector.budget positive ({sel.budget}); "
+                "+pretraining=without sets both.",
+            )
         require(
             ds.clean_per_class is None and not ds.clean_balanced,
             "Selection draws the warm-up meta samples uniformly: set dataset.clean_balanced=false "

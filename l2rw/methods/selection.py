@@ -34,7 +34,7 @@ from l2rw.data.splits import DataBundle, Split, data_facts
 from l2rw.methods.checkpoint import load_rule_state, snapshot_steps
 from l2rw.methods.context import RunContext
 from l2rw.methods.diagnostics import boundary_distance, weights_auc
-from l2rw.methods.loop import plan_phase, train_method
+from l2rw.methods.loop import plan_phase, train_loop, train_method
 from l2rw.methods.phases import (
     PhaseResult,
     finetune,
@@ -43,6 +43,7 @@ from l2rw.methods.phases import (
     load_snapshot_into,
     run_phase,
 )
+from l2rw.methods.reweighting import UniformRule
 from l2rw.selection.selectors import SELECTORS, Candidates, Selection
 from l2rw.tracking.locks import exclusive
 from l2rw.tracking.record import setting_of, write_json_atomic
@@ -125,6 +126,7 @@ def warmup_setting(ctx: RunContext) -> dict[str, Any]:
     config = OmegaConf.to_container(ctx.cfg, resolve=True)
     setting = setting_of(config, ignore=WARMUP_IRRELEVANT)  # type: ignore[arg-type]
     setting["snapshot_every"] = ctx.cfg.selector.snapshot_every
+    setting["pretrain"] = ctx.cfg.selector.pretrain
     return setting
 
 
@@ -137,14 +139,14 @@ def warmup_key(ctx: RunContext) -> str:
 def _warmup(ctx: RunContext) -> PhaseResult:
     sel = ctx.cfg.selector
     if not sel.cache_warmup:
-        return _train_phase(ctx, "warmup", 0, ctx.data, ctx.run_dir, 0)
+        return _warmup_phase(ctx, ctx.run_dir)
     key = warmup_key(ctx)
     folder = Path(ctx.cfg.paths.output_root) / "cache" / f"warmup-{key}"
     with exclusive(folder.with_suffix(".lock"), wait=True):
         warm_ctx = replace(
             ctx, run_dir=folder, tracker=Tracker(folder), setting=warmup_setting(ctx)
         )
-        warm = _train_phase(warm_ctx, "warmup", 0, ctx.data, folder, 0)
+        warm = _warmup_phase(warm_ctx, folder)
     log.info("Warm-up %s: %s.", key, folder)
     _replay_warmup_log(ctx, folder, warm.steps)
     return warm
@@ -158,10 +160,24 @@ def _replay_warmup_log(ctx: RunContext, folder: Path, steps: int) -> None:
         ctx.tracker.replace_up_to(steps, warm)
 
 
+def _warmup_phase(ctx: RunContext, folder: Path) -> PhaseResult:
+    """The pre-training phase: meta re-weighting with the random clean pool as the meta set or,
+    with selector.pretrain=false, plain training on the noisy data (no meta samples)."""
+    plain = not ctx.cfg.selector.pretrain
+    return _train_phase(ctx, "warmup", 0, ctx.data, folder, 0, plain=plain)
+
+
 def _train_phase(
-    ctx: RunContext, name: str, number: int, data: DataBundle, folder: Path, offset: int
+    ctx: RunContext,
+    name: str,
+    number: int,
+    data: DataBundle,
+    folder: Path,
+    offset: int,
+    plain: bool = False,
 ) -> PhaseResult:
-    """Meta re-weighting from scratch on `data`, keeping snapshots every P epochs."""
+    """Meta re-weighting (`plain`: uniform weights) from scratch on `data`, keeping snapshots
+    every P epochs."""
     data_ctx = replace(ctx, data=data)
     phase = plan_phase(
         data_ctx,
@@ -173,9 +189,16 @@ def _train_phase(
 
     def train() -> dict[str, Any]:
         log.info(
-            "Phase %s: %d training / %d meta examples.", name, len(data.train), len(data.clean)
+            "Phase %s: %d training / %d meta examples%s.",
+            name,
+            len(data.train),
+            len(data.clean),
+            " (plain training, uniform weights)" if plain else "",
         )
-        return train_method(replace(data_ctx, model=fresh_model(data_ctx, number)), phase)
+        model_ctx = replace(data_ctx, model=fresh_model(data_ctx, number))
+        if plain:
+            return train_loop(model_ctx, UniformRule(), phase)
+        return train_method(model_ctx, phase)
 
     return run_phase(phase, train)
 

@@ -257,11 +257,13 @@ def drop_nearest(
 
     Closeness of row j is max_m ||M_m|| |cos(G_j, M_m)| = max_m |<G_j / ||G_j||, M_m>|, i.e. S1 with
     the meta samples' feature rows M = meta_G as centroids (the authors' pre-filter). Among equal
-    closeness the lower index is dropped first; zero rows have closeness 0 and are dropped last."""
+    closeness the lower index is dropped first; zero rows have closeness 0 and are dropped last.
+    With no meta samples yet (a selection without pre-training) nothing is near any: all are
+    kept."""
     _check_features(G)
-    _check_features(meta_G, "meta_G")
     if meta_G.shape[0] == 0:
-        raise ValueError("drop_nearest needs at least one meta sample")
+        return torch.arange(G.shape[0], device=G.device)
+    _check_features(meta_G, "meta_G")
     if not 0 <= fraction <= 1:
         raise ValueError(f"fraction must be in [0, 1], got {fraction}")
     inv = _inverse_norms(G)
