@@ -38,7 +38,17 @@ def toy(tiny_cfg, tmp_path, *overrides):
 
 @pytest.mark.parametrize(
     "selector",
-    ["random", "certain", "uncertain", "kmeans", "rbc", "gbc", "gbc selector.proj_dims=[0,0]"],
+    [
+        "random",
+        "certain",
+        "uncertain",
+        "kmeans",
+        "rbc",
+        "gbc",
+        "gbc selector.proj_dims=[0,0]",
+        "ta_vaal selector.epochs=2",
+        "craig",
+    ],
 )
 def test_each_selector_runs_a_whole_round(tiny_cfg, tmp_path, selector):
     cfg = toy(tiny_cfg, tmp_path, *f"selector={selector}".split())
@@ -161,11 +171,13 @@ def test_meta_reweight_weight_table_survives_an_interruption(tiny_cfg, tmp_path,
 def test_selectors_registered():
     assert SELECTORS.names() == [
         "certain",
+        "craig",
         "finetune",
         "gbc",
         "kmeans",
         "random",
         "rbc",
+        "ta_vaal",
         "uncertain",
     ]
 

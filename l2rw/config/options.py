@@ -345,6 +345,60 @@ class GBCConf(SelectionConf):
     proj_dims: list[int] = field(default_factory=lambda: [8, 32])
 
 
+@dataclass
+class TAVAALConf(SelectionConf):
+    """TA-VAAL (Kim et al. 2021): a VAE and a discriminator trained adversarially on the meta set
+    (labelled) against a random subset of the training set (unlabelled), conditioned on a
+    loss-prediction ranker; picks the examples most likely unlabelled."""
+
+    # Passes over (meta set + subset) of VAE / discriminator training (the RBC authors' EPOCHV).
+    epochs: int = 10
+    # Random training examples scored per round (TA-VAAL's SUBSET; raised to the round's k).
+    subset: int = 10000
+    # Dimension of the VAE's latent space (TA-VAAL's z_dim).
+    latent_dim: int = 32
+    # Labelled and unlabelled examples per training batch, each (TA-VAAL's BATCH).
+    batch_size: int = 128
+    # Adam learning rate of the VAE, the discriminator and the ranker (TA-VAAL's 5e-4).
+    lr: float = 5e-4
+    # Weight of the VAE's KL term.
+    beta: float = 1.0
+    # Weight of the VAE's term for fooling the discriminator.
+    adversary_weight: float = 1.0
+    # Full-batch steps training the ranker on the meta set's losses (0: untrained, as the RBC
+    # authors' run).
+    ranker_steps: int = 200
+    # VAE's reconstruction and KL summed over their dimensions ("sum", the papers' ELBO) or
+    # averaged ("mean", TA-VAAL's code).
+    vae_reduction: str = "sum"
+
+    @staticmethod
+    def check(cfg: DictConfig) -> None:
+        SelectionConf.check(cfg)
+        choice(cfg, "selector.vae_reduction", ("sum", "mean"))
+        sel = cfg.selector
+        for key in ("epochs", "subset", "latent_dim", "batch_size"):
+            require(
+                sel[key] > 0,
+                f"selector.{key}={sel[key]} must be positive: TA-VAAL trains its VAE and "
+                "discriminator for selector.epochs passes over the meta set and a random subset "
+                "of selector.subset training examples, in batches of selector.batch_size, with a "
+                "selector.latent_dim-dimensional latent space.",
+            )
+        require(
+            sel.lr > 0,
+            f"selector.lr={sel.lr} must be positive: it is the Adam learning rate of TA-VAAL's "
+            "VAE, discriminator and ranker (the authors' 5e-4).",
+        )
+        for key in ("beta", "adversary_weight", "ranker_steps"):
+            require(
+                sel[key] >= 0,
+                f"selector.{key}={sel[key]} must be >= 0: selector.beta and "
+                "selector.adversary_weight weigh the VAE's KL and adversarial terms (0 drops the "
+                "term), selector.ranker_steps counts the ranker's training steps (0: untrained).",
+            )
+
+
 METHOD_SCHEMAS: dict[str, type] = {
     "baseline": MethodConf,
     "weighted": MethodConf,
@@ -369,6 +423,8 @@ SELECTOR_SCHEMAS: dict[str, type] = {
     "kmeans": SelectionConf,
     "rbc": SelectionConf,
     "gbc": GBCConf,
+    "ta_vaal": TAVAALConf,
+    "craig": SelectionConf,
     "finetune": SelectionConf,
 }
 STOP_SCHEMAS: dict[str, type] = {"final": StopConf, "early": StopConf}

@@ -48,6 +48,8 @@ RBC_SELECTOR_ROWS = {
     "certain": "Certain",
     "uncertain": "Uncertain",
     "finetune": "Fine-tuning",
+    "ta_vaal": "TA-VAAL",
+    "craig": "craige",
     "kmeans": "RBC-K",
     "rbc": "RBC",
     "gbc": "GBC",

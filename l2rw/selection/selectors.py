@@ -14,8 +14,10 @@ from torch import Tensor, nn
 
 from l2rw.registry import Registry
 from l2rw.seeding import SELECTION, derive_seed, generator
+from l2rw.selection.craig import craig_features, craig_select
 from l2rw.selection.features import gbc_features, rbc_features, snapshot_features
 from l2rw.selection.kmeans import drop_nearest, kmeans, nearest_to_centroids, weighted_kmeans
+from l2rw.selection.ta_vaal import TAVAALOptions, ta_vaal_select
 
 SELECTORS = Registry("selector")
 
@@ -89,6 +91,16 @@ def certain(c: Candidates, k: int) -> Selection:
     return Selection(predictive_entropy(c.models[0], c.x).topk(k, largest=False).indices)
 
 
+@SELECTORS.register("ta_vaal")
+def ta_vaal(c: Candidates, k: int) -> Selection:
+    """TA-VAAL: the k examples of a random subset that a discriminator, trained against the meta
+    set on a ranker-conditioned VAE's latent codes, judges most likely unlabelled
+    (`l2rw.selection.ta_vaal`)."""
+    seed = derive_seed(c.seed, SELECTION, c.round)
+    opts = TAVAALOptions.from_conf(c.options)
+    return Selection(ta_vaal_select(c.x, c.meta_x, c.meta_y, c.models[0], k, opts, seed))
+
+
 def _features(c: Candidates, fn: Callable[..., Tensor], **kw) -> tuple[Tensor, Tensor]:
     """Features of the candidates and of the meta set, from one call so that both share GBC's
     layer draw and projection (the meta set's labels are clean; both label-free if asked)."""
@@ -128,6 +140,16 @@ def gbc(c: Candidates, k: int) -> Selection:
         exact=exact,
     )
     return _cluster_and_pick(c, k, *feats)
+
+
+@SELECTORS.register("craig")
+def craig(c: Candidates, k: int) -> Selection:
+    """CRAIG (the RBC paper's baseline): greedy facility location over last-layer gradients at the
+    best-validation model's predicted labels, within each predicted class (`l2rw.selection.craig`).
+    The observed labels and the meta set are not used."""
+    feats, labels = craig_features(c.models[0], c.x)
+    picked = craig_select(feats, labels, k)
+    return Selection(picked, feats, picked)
 
 
 @SELECTORS.register("kmeans")
