@@ -168,6 +168,16 @@ PAPER_TABLES: dict[str, PaperRef] = {
         rows=RBC_SELECTOR_ROWS,
         columns={"0.6": "MNIST / adversarial"},
     ),
+    "rbc_table1_cifar": PaperRef(
+        "rbc",
+        "Table 1",
+        rows=RBC_SELECTOR_ROWS,
+        columns={
+            f"{ds} / {noise}": f"{label} / {paper_noise}"
+            for ds, label in (("cifar10", "CIFAR-10"), ("cifar100", "CIFAR-100"))
+            for noise, paper_noise in (("uniform_flip", "uniform"), ("adversarial", "adversarial"))
+        },
+    ),
     "rbc_table3": PaperRef("rbc", "Table 3", rows=RBC_SELECTOR_ROWS, columns={"0.8": "All"}),
     "rbc_table3_boundary": PaperRef(
         "rbc", "Table 3", rows=RBC_SELECTOR_ROWS, columns={"0.8": "Boundary"}
