@@ -107,6 +107,7 @@ def test_wrong_type_fails_naming_the_key():
         (["method=l2rw", "dataset.clean_size=5", "method.engine=slow"], "method.engine='slow'"),
         (["method=random", "method.random_std=0"], "method.random_std=0"),
         (["method=meta_reweight", "dataset.clean_size=5", "method.meta_lr=-1"], "meta_lr"),
+        (["noise=uniform_flip", "noise.mapping=next"], "does not take noise.mapping"),
     ],
 )
 def test_cross_field_checks(overrides, needle):

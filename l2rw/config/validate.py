@@ -1,9 +1,13 @@
 """Cross-field checks run before any work: each failure is one paragraph naming the key."""
 
+import inspect
+
 from omegaconf import DictConfig, OmegaConf
 
 from l2rw.config.options import check_options, choice, require
 
+# The arguments every registered noise process takes; the rest are its noise.* options.
+NOISE_ARGS = {"num_classes", "rate", "rng"}
 CHOICES = {
     "scale": ("full", "cpu"),
     "train.unit": ("steps", "epochs"),
@@ -46,8 +50,24 @@ def validate(cfg: DictConfig) -> None:
         f"model (lenet for 28x28 digits, resnet32 / wrn28_10 / resnet34 for 32x32 colour "
         f"images, mlp for toy2d).",
     )
+    _validate_noise_options(cfg)
     _validate_imbalance(cfg)
     _validate_sizes(cfg)
+
+
+def _validate_noise_options(cfg: DictConfig) -> None:
+    """Each noise option that is set must be one the chosen noise process takes."""
+    from l2rw.data.noise import NOISES
+    from l2rw.data.splits import noise_options
+
+    takes = set(inspect.signature(NOISES.get(cfg.noise.name)).parameters) - NOISE_ARGS
+    extra = sorted(set(noise_options(cfg)) - takes)
+    require(
+        not extra,
+        f"noise={cfg.noise.name} does not take {', '.join(f'noise.{k}' for k in extra)} (its "
+        f"options: {', '.join(f'noise.{k}' for k in sorted(takes)) or 'none'}). Drop the "
+        "setting, or set it to null where a table sets it for another noise.",
+    )
 
 
 def _validate_imbalance(cfg: DictConfig) -> None:

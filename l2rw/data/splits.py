@@ -93,7 +93,8 @@ def _split(src: RawSource, pos: np.ndarray, observed: np.ndarray, true: np.ndarr
     )
 
 
-def _noise_options(cfg: DictConfig) -> dict[str, Any]:
+def noise_options(cfg: DictConfig) -> dict[str, Any]:
+    """The noise.* settings passed to the noise process (name and rate aside; null = unset)."""
     return {k: v for k, v in cfg.noise.items() if k not in ("name", "rate") and v is not None}
 
 
@@ -159,7 +160,7 @@ def build_data(cfg: DictConfig) -> DataBundle:
         clean_pos = clean_pos[np.isin(labels[clean_pos], list(imb.label_map))]
 
     noise = noise_process(
-        cfg.noise.name, imb.num_classes, float(cfg.noise.rate), rng, **_noise_options(cfg)
+        cfg.noise.name, imb.num_classes, float(cfg.noise.rate), rng, **noise_options(cfg)
     )
     train_true = mapped[pool]
     train_obs = noise(train_true, rng, source_index=pool)
