@@ -63,8 +63,6 @@ PROTOCOLS = {
         "train.eval_every=2",
         "train.checkpoint_every=1",
         "train.lr=0.1",
-        "selector=rbc",  # the base config of the sweep must have a selector for the next key
-        "selector.snapshot_every=1",
     ],
 }
 SELECTORS = ["random", "rbc", "gbc"]
