@@ -1,5 +1,6 @@
-"""Small models shared by the meta-gradient tests, in float64."""
+"""Small models shared by the meta-gradient tests, in float64, and the devices to test on."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,3 +34,10 @@ def bn_net() -> nn.Module:
         net.bn.running_mean.uniform_(-1, 1)
         net.bn.running_var.uniform_(0.5, 2)
     return net
+
+
+# Device-parametrised tests run on the CPU, and on the GPU when there is one.
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")),
+]

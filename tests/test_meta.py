@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from nets import bn_net, lenet
+from nets import DEVICES, bn_net, lenet
 from torch import nn
 
 from l2rw.meta import l2rw_step, l2rw_weights, normalize_weights
@@ -29,11 +29,6 @@ def _batches(shape, k, n=24, m=10):
 
 
 CASES = [(_lenet, (1, 28, 28), 2), (_bnnet, (1, 8, 8), 3)]
-# The same checks on the GPU when there is one (forward-mode AD and cuDNN kernels differ there).
-DEVICES = [
-    "cpu",
-    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")),
-]
 
 
 def _on(device, model, *tensors):
@@ -59,7 +54,7 @@ def _per_example_dot_products(model, x, y, xv, yv):
     return torch.stack(dots)
 
 
-@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("device", DEVICES)  # forward-mode AD and cuDNN differ on a GPU
 @pytest.mark.parametrize("make,shape,k", CASES, ids=["lenet", "bn_cnn"])
 def test_fast_equals_reference_and_model_untouched(make, shape, k, device):
     model, x, y, xv, yv = _on(device, make(), *_batches(shape, k))

@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 from conftest import compose_cfg
+from nets import DEVICES
 from omegaconf import OmegaConf
 from torch import nn
 
@@ -29,19 +30,7 @@ from l2rw.selection.ta_vaal import (
 DEFAULTS = TAVAALOptions.from_conf(OmegaConf.structured(TAVAALConf))
 SMALL = replace(DEFAULTS, epochs=20, batch_size=32, ranker_steps=50)
 SHAPES = [(1, 8, 8), (2,)]
-DEVICES = [
-    "cpu",
-    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")),
-]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: on a shared machine, waking intra-op threads costs more than the work."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def group(shape, n, side, seed):

@@ -55,7 +55,9 @@ RBC_SELECTOR_ROWS = {
     "gbc": "GBC",
 }
 
-L2RW_COLUMNS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
+CIFAR_COLUMNS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
+# Our noise names -> the RBC paper's column labels.
+RBC_NOISES = {"uniform_flip": "uniform", "adversarial": "adversarial"}
 
 PAPER_TABLES: dict[str, PaperRef] = {
     "l2rw_table1": PaperRef(
@@ -71,7 +73,7 @@ PAPER_TABLES: dict[str, PaperRef] = {
             "random / +FT": "Random +FT",
             "l2rw / trained": "Ours",
         },
-        columns=L2RW_COLUMNS,
+        columns=CIFAR_COLUMNS,
         note="MentorNet's numbers are those of Jiang et al. (2017), copied by the L2RW paper.",
     ),
     "l2rw_table2": PaperRef(
@@ -95,7 +97,7 @@ PAPER_TABLES: dict[str, PaperRef] = {
             "s_model_conf / early / +FT": "S-Model +Conf +ES +FT",
             "l2rw / final / trained": "Ours",
         },
-        columns=L2RW_COLUMNS,
+        columns=CIFAR_COLUMNS,
     ),
     "l2rw_fig4": PaperRef(
         "l2rw",
@@ -174,8 +176,8 @@ PAPER_TABLES: dict[str, PaperRef] = {
         rows=RBC_SELECTOR_ROWS,
         columns={
             f"{ds} / {noise}": f"{label} / {paper_noise}"
-            for ds, label in (("cifar10", "CIFAR-10"), ("cifar100", "CIFAR-100"))
-            for noise, paper_noise in (("uniform_flip", "uniform"), ("adversarial", "adversarial"))
+            for ds, label in CIFAR_COLUMNS.items()
+            for noise, paper_noise in RBC_NOISES.items()
         },
     ),
     "rbc_table3": PaperRef("rbc", "Table 3", rows=RBC_SELECTOR_ROWS, columns={"0.8": "All"}),
@@ -194,7 +196,7 @@ PAPER_TABLES: dict[str, PaperRef] = {
         rows=RBC_SELECTOR_ROWS,
         columns={
             f"{ours} / {arm}": f"{theirs} / {label} pretraining"
-            for ours, theirs in (("uniform_flip", "uniform"), ("adversarial", "adversarial"))
+            for ours, theirs in RBC_NOISES.items()
             for arm, label in (("True", "with"), ("False", "without"))
         },
     ),
