@@ -160,6 +160,15 @@ def test_variant_ignores_the_tables_own_keys_and_bookkeeping():
     assert variant([*cell_overrides, "train.lr=0.1"], keys) == "train.lr=0.1"
 
 
+def test_a_global_group_that_sets_a_column_key_is_the_tables_own():
+    """Table 10's arms are `+pretraining=with|without`, which set `selector.pretrain`."""
+    keys = ["selector.name", "noise.name", "selector.pretrain"]
+    assert variant(["+pretraining=without", "selector=rbc", "noise=adversarial"], keys) == ""
+    assert variant(["+pretraining=without"], ["selector.name"]) == "+pretraining=without"
+    spec = load_spec("rbc_table10_mnist", ["scale=cpu"])
+    assert spec.expected["selector.pretrain"] == [True, False]
+
+
 def test_short_names_fall_back_to_full_keys_on_clashes():
     assert short_names(["method.name", "imbalance.majority_fraction"]) == {
         "method.name": "method",

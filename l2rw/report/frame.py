@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from l2rw.report.records import Record
-from l2rw.report.spec import RUN_COLUMNS, STAGE, TableSpec, hashable
+from l2rw.report.spec import RUN_COLUMNS, STAGE, TableSpec, global_option_value, hashable
 from l2rw.tracking.record import is_bookkeeping, override_key
 
 
@@ -76,12 +76,17 @@ def _row(record: Record, spec: TableSpec, stage: str | None, name: str) -> dict[
 
 
 def variant(cell: list[str], keys: list[str]) -> str:
-    """A run's overrides beyond the table's own keys and bookkeeping: runs of one table that
-    differ here were run with different settings and should not share a cell silently."""
+    """A run's overrides beyond the table's own keys (and global groups that set them, like
+    `+pretraining=without`) and bookkeeping: runs of one table that differ here were run with
+    different settings and should not share a cell silently."""
     kept = []
     for override in cell:
         key = override_key(override)
-        own = any(k == key or k.startswith(f"{key}.") for k in keys)
+        option = override.split("=", 1)[-1]
+        own = any(
+            k == key or k.startswith(f"{key}.") or global_option_value(key, option, k) is not None
+            for k in keys
+        )
         if own or is_bookkeeping(key):
             continue
         kept.append(override)

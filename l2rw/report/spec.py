@@ -223,10 +223,23 @@ def _expected_values(cfg: DictConfig, key: str, sweeps: dict[str, list[Any]]) ->
     group, _, leaf = key.rpartition(".")
     if leaf == "name" and group in sweeps:
         return [_option_name(group, option) for option in sweeps[group]]
+    for swept, options in sweeps.items():
+        values = [global_option_value(swept, option, key) for option in options]
+        if all(v is not None for v in values):  # a swept global group that sets `key`
+            return values
     value = OmegaConf.select(cfg, key)
     if OmegaConf.is_config(value):
         value = OmegaConf.to_container(value, resolve=True)
     return None if value is None else [value]
+
+
+def global_option_value(group: str, option: str, key: str) -> Any:
+    """What an option of a `# @package _global_` group (`+pretraining=without`) sets `key` to,
+    or None (not such a group, or the option leaves `key` alone)."""
+    path = Path(CONF_DIR, *group.split("."), f"{option}.yaml")
+    if not path.is_file() or "@package _global_" not in path.read_text():
+        return None
+    return OmegaConf.select(OmegaConf.load(path), key)
 
 
 def _option_name(group: str, option: str) -> Any:
