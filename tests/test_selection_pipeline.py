@@ -214,3 +214,16 @@ def test_pretraining_without_meta_samples_is_refused_with_a_fix(tiny_cfg, tmp_pa
     record = run(toy(tiny_cfg, tmp_path, "selector=rbc", "selector.pretrain=false"), tmp_path)
     assert record["status"] == "failed"
     assert "+pretraining=without" in record["error"]
+
+
+@pytest.mark.parametrize("selector", ["rbc", "kmeans", "craig"])
+def test_features_for_the_tsne_figure_carry_each_rows_true_class(tiny_cfg, tmp_path, selector):
+    cfg = toy(tiny_cfg, tmp_path, f"selector={selector}")
+    record = run(cfg, tmp_path / "job")
+    saved = np.load(tmp_path / "job" / "features.npz")
+    picked = record["selection"]["rounds"][1]["selected"]
+    data = build_data(cfg)
+    true_class = dict(zip(data.train.index.tolist(), data.train.y_true.tolist(), strict=True))
+    # The picked rows come first, in pick order.
+    assert saved["labels"][: len(picked)].tolist() == [true_class[i] for i in picked]
+    assert set(saved["labels"].tolist()) == {0, 1}

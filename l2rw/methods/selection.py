@@ -69,6 +69,7 @@ def selection_pipeline(ctx: RunContext) -> dict[str, Any]:
         r += 1
         k = min(sel.per_round or sel.budget, sel.budget - len(data.clean))
         positions, noisy, selection = _select(ctx, r, prev, data, k, label_free)
+        candidate_classes = data.train.y_true
         chosen = data.train.index[positions.cpu().numpy()].tolist()
         data = move_to_meta(data, positions)
         prev = _round(ctx, r, data, prev, offset)
@@ -78,7 +79,7 @@ def selection_pipeline(ctx: RunContext) -> dict[str, Any]:
             break
 
     if selection is not None and selection.features is not None:
-        _write_features(ctx.run_dir, selection, data)
+        _write_features(ctx.run_dir, selection, candidate_classes)
     if ctx.data.train.x.ndim == 2 and ctx.data.train.x.shape[1] == 2:
         _write_toy_boundary(ctx, prev, data)
     metrics = dict(prev.out["metrics"])
@@ -316,11 +317,13 @@ def _weight_diagnostics(ctx: RunContext, last: PhaseResult, data: DataBundle) ->
     return weights_auc(state["weights"], data.train.y == data.train.y_true, distance)
 
 
-def _write_features(run_dir: Path, selection: Selection, data: DataBundle) -> None:
-    """features.npz for the t-SNE figure: (at most 2,000 of) the clustered rows, the picked
-    rows among them."""
+def _write_features(run_dir: Path, selection: Selection, classes: torch.Tensor) -> None:
+    """features.npz for the t-SNE figure: (at most 2,000 of) the clustered rows, the picked rows
+    among them, and each row's true class (`classes`: of the round's candidates)."""
     feats = selection.features.float().cpu()
     picked = selection.feature_index.cpu()
+    owners = selection.feature_rows
+    row_classes = (classes if owners is None else classes[owners.to(classes.device)]).cpu()
     rng = np.random.default_rng(0)
     others = np.setdiff1d(np.arange(len(feats)), picked.numpy())
     rows = np.concatenate(
@@ -328,8 +331,8 @@ def _write_features(run_dir: Path, selection: Selection, data: DataBundle) -> No
     )
     np.savez_compressed(
         run_dir / "features.npz",
-        features=feats[rows].numpy(),
-        labels=np.zeros(len(rows), dtype=np.int64),
+        features=feats[rows].half().numpy(),  # half precision: enough for a t-SNE, half the size
+        labels=row_classes[rows].numpy(),
         centroid_indices=np.arange(len(picked)),
     )
 

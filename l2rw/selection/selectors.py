@@ -51,6 +51,8 @@ class Selection:
     # Features that were clustered (rows of the kept candidates) and the picked rows among them.
     features: Tensor | None = None
     feature_index: Tensor | None = None
+    # The candidate each feature row belongs to (None: row i is candidate i).
+    feature_rows: Tensor | None = None
 
 
 def _generator(c: Candidates) -> torch.Generator:
@@ -116,7 +118,7 @@ def _cluster_and_pick(c: Candidates, k: int, feats: Tensor, meta_feats: Tensor) 
     keep = drop_nearest(feats, meta_feats, c.options.drop_fraction).sort().values
     centroids, _ = weighted_kmeans(feats[keep], k, c.seed, max_iter=c.options.kmeans_iters)
     picked = nearest_to_centroids(feats, centroids, candidates=keep)
-    return Selection(picked, feats[keep], torch.searchsorted(keep, picked))
+    return Selection(picked, feats[keep], torch.searchsorted(keep, picked), keep)
 
 
 @SELECTORS.register("rbc")
@@ -165,4 +167,4 @@ def rbc_kmeans(c: Candidates, k: int) -> Selection:
         order = row.argsort()
         picked.append(int(next(int(j) for j in order if int(j) not in picked)))
     local = torch.tensor(picked, device=keep.device)
-    return Selection(keep[local], feats[keep], local)
+    return Selection(keep[local], feats[keep], local, keep)
