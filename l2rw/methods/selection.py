@@ -131,9 +131,9 @@ def warmup_setting(ctx: RunContext) -> dict[str, Any]:
     return setting
 
 
-def warmup_key(ctx: RunContext) -> str:
-    """The warm-up cache's key: a hash of `warmup_setting`."""
-    encoded = json.dumps(warmup_setting(ctx), sort_keys=True).encode()
+def warmup_key(setting: dict[str, Any]) -> str:
+    """The warm-up cache's key: a hash of its `warmup_setting`."""
+    encoded = json.dumps(setting, sort_keys=True).encode()
     return hashlib.sha256(encoded).hexdigest()[:16]
 
 
@@ -141,12 +141,11 @@ def _warmup(ctx: RunContext) -> PhaseResult:
     sel = ctx.cfg.selector
     if not sel.cache_warmup:
         return _warmup_phase(ctx, ctx.run_dir)
-    key = warmup_key(ctx)
+    setting = warmup_setting(ctx)
+    key = warmup_key(setting)
     folder = Path(ctx.cfg.paths.output_root) / "cache" / f"warmup-{key}"
     with exclusive(folder.with_suffix(".lock"), wait=True):
-        warm_ctx = replace(
-            ctx, run_dir=folder, tracker=Tracker(folder), setting=warmup_setting(ctx)
-        )
+        warm_ctx = replace(ctx, run_dir=folder, tracker=Tracker(folder), setting=setting)
         warm = _warmup_phase(warm_ctx, folder)
     log.info("Warm-up %s: %s.", key, folder)
     _replay_warmup_log(ctx, folder, warm.steps)

@@ -1,6 +1,7 @@
 """A table's report settings, composed from its Hydra config exactly as its sweep sees them."""
 
 from dataclasses import dataclass
+from functools import cache
 from itertools import product
 from pathlib import Path
 from typing import Any
@@ -236,10 +237,18 @@ def _expected_values(cfg: DictConfig, key: str, sweeps: dict[str, list[Any]]) ->
 def global_option_value(group: str, option: str, key: str) -> Any:
     """What an option of a `# @package _global_` group (`+pretraining=without`) sets `key` to,
     or None (not such a group, or the option leaves `key` alone)."""
+    option_cfg = _global_option(group, option)
+    return None if option_cfg is None else OmegaConf.select(option_cfg, key)
+
+
+@cache
+def _global_option(group: str, option: str) -> DictConfig | None:
+    """The option file of a `# @package _global_` group, read once per process (the report asks
+    for every override of every record)."""
     path = Path(CONF_DIR, *group.split("."), f"{option}.yaml")
     if not path.is_file() or "@package _global_" not in path.read_text():
         return None
-    return OmegaConf.select(OmegaConf.load(path), key)
+    return OmegaConf.load(path)
 
 
 def _option_name(group: str, option: str) -> Any:
