@@ -177,6 +177,9 @@ class TrainConf:
     threads: int | None = None
     # Per-scale protocol values that table configs interpolate, e.g. ${scales.${scale}.length}.
     scales: dict[str, Any] = field(default_factory=dict)
+    # Per-dataset protocol values that a table sweeping datasets interpolates, e.g.
+    # ${per_dataset.${dataset.name}.warmup}.
+    per_dataset: dict[str, Any] = field(default_factory=dict)
     # Re-run a job even when its directory already holds a completed record.
     force: bool = False
 

@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 
 # Config groups that do not change the warm-up (beside bookkeeping): the selector (but its
 # snapshot period), the report, and the table's per-scale values (read through the keys they set).
-WARMUP_IRRELEVANT = ("selector", "report", "scales")
+WARMUP_IRRELEVANT = ("selector", "report", "scales", "per_dataset")
 FEATURES_MAX_ROWS = 2000
 
 
