@@ -173,7 +173,7 @@ def test_real_csv_and_txt(tmp_path, full_labels, subset):
     (tmp_path / "labels.csv").write_text("\n".join(["id,clean,noisy", *rows]) + "\n")
     out = real(np.zeros(len(subset), dtype=int), subset, path=tmp_path / "labels.csv", key="noisy")
     assert np.array_equal(out, (full_labels[subset] + 1) % K)
-    with pytest.raises(DataError, match="no column 'worse'"):
+    with pytest.raises(DataError, match=r"several label sets \(clean, id, noisy\).*key=\.\.\."):
         real(np.zeros(len(subset), dtype=int), subset, path=tmp_path / "labels.csv", key="worse")
 
 
@@ -193,6 +193,36 @@ def test_real_pt_like_cifar_n(tmp_path, full_labels, subset):
     assert out.dtype == np.int64 and np.array_equal(out, full_labels[subset])
     with pytest.raises(DataError, match="worse_label"):
         real(zeros, subset, path=tmp_path / "human.pt")
+
+
+def test_real_cifar_n_clean_labels_must_match_the_dataset(tmp_path, full_labels, subset):
+    torch.save(
+        {"clean_label": full_labels, "noisy_label": (full_labels + 1) % K}, tmp_path / "n.pt"
+    )
+    zeros = np.zeros(len(subset), dtype=int)
+    options = {"path": tmp_path / "n.pt", "key": "noisy_label", "clean_key": "clean_label"}
+    out = real(full_labels[subset], subset, **options)
+    assert np.array_equal(out, (full_labels[subset] + 1) % K)
+    # The true labels of another dataset (or order): refused, naming where to get the right file.
+    with pytest.raises(DataError, match=r"disagree .* at \d+ of 6 .*cifar-10-100n"):
+        real(zeros + 1, subset, **options)
+    with pytest.raises(DataError, match="clean_key=.*got clean"):
+        real(full_labels[subset], subset, **{**options, "clean_key": "clean"})
+    torch.save({"clean_label": full_labels[:40], "noisy_label": full_labels}, tmp_path / "m.pt")
+    with pytest.raises(DataError, match="50 noisy but 40 clean"):
+        real(full_labels[subset], subset, **{**options, "path": tmp_path / "m.pt"})
+
+
+def test_real_malformed_files_are_refused_with_the_fix(tmp_path, full_labels):
+    zeros = np.zeros(50, dtype=int)
+    np.save(tmp_path / "one.npy", full_labels)
+    with pytest.raises(DataError, match="one label set, so there is no 'worse_label'"):
+        real(zeros, None, path=tmp_path / "one.npy", key="worse_label")
+    torch.save({"noisy_label": np.array(["a"] * 50)}, tmp_path / "s.pt")
+    with pytest.raises(DataError, match="cannot read|not integers"):
+        real(zeros, None, path=tmp_path / "s.pt", key="noisy_label")
+    with pytest.raises(DataError, match="does not exist.*UCSC-REAL/cifar-10-100n"):
+        real(zeros, None, path=tmp_path / "CIFAR-100_human.pt", key="noisy_label")
 
 
 def test_real_pt_saved_under_numpy1_names(tmp_path, full_labels):

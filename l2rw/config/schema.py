@@ -65,6 +65,7 @@ class NoiseConf:
     mapping: str | None = None
     path: str | None = None
     key: str | None = None
+    clean_key: str | None = None
 
 
 @dataclass

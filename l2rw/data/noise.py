@@ -181,19 +181,28 @@ def _adversarial(
     return corrupt, {"mapping": mapping, "permutation": target.tolist()}
 
 
-def _read_label_file(path: Path, key: str | None) -> np.ndarray:
-    """Labels from .npy, .csv/.txt (one per line, or column `key`) or .pt (CIFAR-N dict)."""
+# Where the best-known human label files come from, for the errors that say how to get one.
+CIFAR_N_HINT = (
+    "CIFAR-N's human labels (Wei et al. 2022) are the files data/CIFAR-10_human.pt (keys "
+    "clean_label, worse_label, aggre_label, random_label1-3) and data/CIFAR-100_human.pt (keys "
+    "clean_label, noisy_label) of https://github.com/UCSC-REAL/cifar-10-100n"
+)
+
+
+def _read_label_file(path: Path) -> np.ndarray | dict[str, np.ndarray]:
+    """Labels from .npy, .csv/.txt (one per line, or a header row naming columns) or .pt (an
+    array, or a dict of arrays such as CIFAR-N's)."""
     suffix = path.suffix.lower()
     if suffix == ".npy":
         return np.load(path, allow_pickle=False)
     if suffix in (".csv", ".txt"):
-        if key is None:
-            return np.loadtxt(path, dtype=np.int64, ndmin=1)
         with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            if key not in (reader.fieldnames or []):
-                raise DataError(f"{path} has no column '{key}'; its columns: {reader.fieldnames}.")
-            return np.array([int(row[key]) for row in reader], dtype=np.int64)
+            first = f.readline().strip()
+        if first and not first.split(",")[0].lstrip("-").isdigit():
+            with open(path, newline="") as f:
+                rows = list(csv.DictReader(f))
+            return {k: np.array([r[k] for r in rows]) for k in rows[0]}
+        return np.loadtxt(path, dtype=np.int64, ndmin=1)
     if suffix == ".pt":
         # CIFAR-N's files hold numpy arrays (saved under numpy 1, whose module names differ from
         # numpy 2's): allow exactly what an array needs instead of unpickling arbitrary code.
@@ -204,14 +213,40 @@ def _read_label_file(path: Path, key: str | None) -> np.ndarray:
         with torch.serialization.safe_globals(allowed):
             obj = torch.load(path, weights_only=True)
         if isinstance(obj, dict):
-            if key not in obj:
-                raise DataError(
-                    f"{path} holds several label sets: choose one with the noise option key=..., "
-                    f"one of {sorted(obj)} (got key={key})."
-                )
-            obj = obj[key]
+            return {str(k): np.asarray(v) for k, v in obj.items()}
         return np.asarray(obj)
     raise DataError(f"{path}: unsupported label file type '{suffix}'; use .npy, .csv, .txt or .pt.")
+
+
+def _label_set(
+    path: Path, content: np.ndarray | dict[str, np.ndarray], option: str, key: str | None
+) -> np.ndarray:
+    """One integer label array out of a file's content: the column / entry `key` (the value of
+    the noise option `option`) of a file with several label sets, the whole file otherwise."""
+    if isinstance(content, dict):
+        if key is None and len(content) == 1:
+            key = next(iter(content))
+        if key not in content:
+            raise DataError(
+                f"noise 'real': {path} holds several label sets ({', '.join(sorted(content))}): "
+                f"name the one to use with the noise option {option}=... (got {key}). "
+                f"{CIFAR_N_HINT}."
+            )
+        content = content[key]
+    elif key is not None:
+        raise DataError(
+            f"noise 'real': {path} holds one label set, so there is no '{key}' in it; drop the "
+            "key option or point path=... at a file with named label sets."
+        )
+    labels = np.asarray(content).reshape(-1)
+    if labels.dtype.kind in "US":
+        try:
+            labels = labels.astype(np.int64)
+        except ValueError:
+            labels = labels.astype(object)
+    if not np.issubdtype(labels.dtype, np.number) or np.any(labels != np.round(labels)):
+        raise DataError(f"noise 'real': the labels {key or ''} in {path} are not integers.")
+    return labels.astype(np.int64)
 
 
 @NOISES.register("real")
@@ -221,25 +256,35 @@ def _real(
     rng: np.random.Generator,
     path: str | os.PathLike | None = None,
     key: str | None = None,
+    clean_key: str | None = None,
 ):
     """Human labels from a file indexing the full source training set (e.g. CIFAR-N);
     `rate` is not used: the file decides which labels are wrong. Every split taken from the
-    training images reads its labels from the same file, by source position."""
+    training images reads its labels from the same file, by source position. With `clean_key`,
+    the file's own clean labels must equal the dataset's true labels at every position read: a
+    file of another dataset, split or order is refused instead of silently mislabelling."""
     if path is None:
         raise ConfigError(
-            "noise 'real' needs the option path=... naming a label file (.npy, .csv, .txt or "
-            ".pt such as CIFAR-N's CIFAR-10_human.pt, with key=worse_label or similar)."
+            "noise 'real' needs the option path=... naming a label file (.npy, .csv, .txt, or "
+            f".pt with key=... naming its label set). {CIFAR_N_HINT}."
         )
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"noise 'real': label file {path} does not exist; check the path option.")
+        raise DataError(
+            f"noise 'real': label file {path} does not exist; download it or fix the path "
+            f"option. {CIFAR_N_HINT}."
+        )
     try:
-        noisy = _read_label_file(path, key)
+        content = _read_label_file(path)
     except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
         raise DataError(f"noise 'real': cannot read labels from {path} ({e}).") from None
-    noisy = noisy.reshape(-1)
-    if not np.issubdtype(noisy.dtype, np.number) or np.any(noisy != np.round(noisy)):
-        raise DataError(f"noise 'real': {path} holds non-integer labels.")
+    noisy = _label_set(path, content, "key", key)
+    clean = None if clean_key is None else _label_set(path, content, "clean_key", clean_key)
+    if clean is not None and len(clean) != len(noisy):
+        raise DataError(
+            f"noise 'real': {path} holds {len(noisy)} noisy but {len(clean)} clean labels; the "
+            "file is damaged: download it again."
+        )
 
     def corrupt(labels: np.ndarray, rng: np.random.Generator, source_index) -> np.ndarray:
         if source_index is None:
@@ -254,9 +299,22 @@ def _real(
                 f"{len(labels)} training examples; the file must index the full source training "
                 "set (e.g. 50000 entries for CIFAR), and subsets must pass source_index."
             )
-        picked = noisy[source_index].astype(np.int64)
+        picked = noisy[source_index]
         if len(picked) and (picked.min() < 0 or picked.max() >= num_classes):
-            raise DataError(f"noise 'real': {path} has labels outside 0..{num_classes - 1}.")
+            raise DataError(
+                f"noise 'real': {path} has labels outside 0..{num_classes - 1}: it is not a "
+                f"label file of this {num_classes}-class dataset."
+            )
+        if clean is not None:
+            wrong = np.flatnonzero(clean[source_index] != labels)
+            if len(wrong):
+                raise DataError(
+                    f"noise 'real': the clean labels '{clean_key}' of {path} disagree with the "
+                    f"dataset's own labels at {len(wrong)} of {len(labels)} training examples "
+                    f"(first at source position {source_index[wrong[0]]}): the file belongs to "
+                    "another dataset, or its examples are in another order. Use the file made "
+                    f"for this dataset's training split. {CIFAR_N_HINT}."
+                )
         return picked
 
     return corrupt, {"path": str(path), "key": key}
