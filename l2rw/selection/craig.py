@@ -41,7 +41,7 @@ from itertools import islice
 import torch
 from torch import Tensor, nn
 
-from l2rw.selection.features import _batches, _eval_mode, rbc_features
+from l2rw.selection.features import eval_mode, rbc_features, slices
 
 
 def _greedy(columns: Tensor, k: int) -> tuple[list[int], list[float]]:
@@ -58,7 +58,7 @@ def _greedy(columns: Tensor, k: int) -> tuple[list[int], list[float]]:
     def gain(j: int) -> float:
         return float((columns[j] - cover).clamp_min_(0).double().sum())
 
-    bounds = torch.cat([columns[s].double().sum(1) for s in _batches(m, 1024)]).tolist()
+    bounds = torch.cat([columns[s].double().sum(1) for s in slices(m, 1024)]).tolist()
     queue = [(-b, j) for j, b in enumerate(bounds)]
     heapq.heapify(queue)
     picks: list[int] = []
@@ -87,7 +87,7 @@ def squared_distances(features: Tensor, chunk: int = 2048) -> Tensor:
     """||f_i - f_j||^2 [n, n], `chunk` rows at a time on the features' device."""
     sq = features.square().sum(1)
     out = features.new_empty(features.shape[0], features.shape[0])
-    for s in _batches(features.shape[0], chunk):
+    for s in slices(features.shape[0], chunk):
         torch.addmm(sq[None, :], features[s], features.T, alpha=-2, out=out[s])
         out[s].add_(sq[s, None]).clamp_min_(0)
     return out
@@ -120,8 +120,8 @@ def craig_select(features: Tensor, labels: Tensor, k: int) -> Tensor:
 @torch.no_grad()
 def hypothesized_labels(model: nn.Module, x: Tensor, batch_size: int = 1024) -> Tensor:
     """The model's predicted class for each example, in eval mode."""
-    with _eval_mode(model):
-        return torch.cat([model(x[s]).argmax(1) for s in _batches(x.shape[0], batch_size)])
+    with eval_mode(model):
+        return torch.cat([model(x[s]).argmax(1) for s in slices(x.shape[0], batch_size)])
 
 
 def craig_features(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -57,7 +57,7 @@ def last_linear(model: nn.Module) -> nn.Linear:
 
 
 @contextmanager
-def _eval_mode(model: nn.Module):
+def eval_mode(model: nn.Module):
     """Eval mode for every submodule, then each one's own previous mode back."""
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
@@ -68,7 +68,8 @@ def _eval_mode(model: nn.Module):
             m.training = mode
 
 
-def _batches(n: int, batch_size: int) -> list[slice]:
+def slices(n: int, batch_size: int) -> list[slice]:
+    """Consecutive slices of at most `batch_size` covering range(n)."""
     return [slice(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
 
 
@@ -104,8 +105,8 @@ def rbc_features(
     handle = layer.register_forward_hook(hook)
     out = None
     try:
-        with _eval_mode(model), torch.no_grad():
-            for s in _batches(x.shape[0], batch_size):
+        with eval_mode(model), torch.no_grad():
+            for s in slices(x.shape[0], batch_size):
                 z = model(x[s])
                 if z is not seen.get("z") or z.ndim != 2:
                     raise ValueError(
@@ -192,8 +193,8 @@ def _hooked_pass(
     try:
         for p in params:
             p.requires_grad_(True)
-        with _eval_mode(model), torch.enable_grad():
-            for s in _batches(x.shape[0], batch_size):
+        with eval_mode(model), torch.enable_grad():
+            for s in slices(x.shape[0], batch_size):
                 inputs.clear()
                 outputs.clear()
                 loss = _per_example_loss(model(x[s]), None if y is None else y[s]).sum()
@@ -308,8 +309,8 @@ def _exact_gradients(
 
     per_example = vmap(grad(loss), in_dims=(None, 0, None if y is None else 0))
     blocks: list[list[Tensor]] = [[] for _ in layers]
-    with _eval_mode(model):
-        for s in _batches(x.shape[0], batch_size):
+    with eval_mode(model):
+        for s in slices(x.shape[0], batch_size):
             g = per_example(theta, x[s], None if y is None else y[s])
             for out, names in zip(blocks, keys, strict=True):
                 w = g[names[0]].flatten(2)
