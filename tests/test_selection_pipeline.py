@@ -227,3 +227,16 @@ def test_features_for_the_tsne_figure_carry_each_rows_true_class(tiny_cfg, tmp_p
     # The picked rows come first, in pick order.
     assert saved["labels"][: len(picked)].tolist() == [true_class[i] for i in picked]
     assert set(saved["labels"].tolist()) == {0, 1}
+
+
+def test_rounds_of_per_round_picks_record_the_meta_samples_after_each(tiny_cfg, tmp_path):
+    from l2rw.report.spec import round_meta_samples
+
+    # Warm-up 2, budget 6, 3 a round: the last round takes the 1 left.
+    cfg = toy(tiny_cfg, tmp_path, "selector=random", "selector.per_round=3")
+    record = run(cfg, tmp_path / "job")
+    assert record["status"] == "completed", record["error"]
+    rounds = record["selection"]["rounds"]
+    assert [r["meta_samples"] for r in rounds] == [2, 5, 6] == round_meta_samples(cfg)
+    assert [len(r["selected"]) for r in rounds] == [0, 3, 1]
+    assert record["metrics"]["test_acc"] == rounds[-1]["test_acc_es"]

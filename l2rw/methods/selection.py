@@ -62,7 +62,7 @@ def selection_pipeline(ctx: RunContext) -> dict[str, Any]:
     label_free = sel.label_free if sel.label_free is not None else cfg.noise.name != "none"
     data = ctx.data
     warm = _warmup(ctx)
-    rounds: list[dict[str, Any]] = [_summary(warm, 0, [], 0)]
+    rounds: list[dict[str, Any]] = [_summary(warm, 0, [], 0, len(data.clean))]
     prev, offset, r = warm, warm.steps, 0
     selection: Selection | None = None
     while len(data.clean) < sel.budget:
@@ -74,7 +74,7 @@ def selection_pipeline(ctx: RunContext) -> dict[str, Any]:
         data = move_to_meta(data, positions)
         prev = _round(ctx, r, data, prev, offset)
         offset += prev.steps
-        rounds.append(_summary(prev, r, chosen, noisy))
+        rounds.append(_summary(prev, r, chosen, noisy, len(data.clean)))
         if prev.out["status"] != "completed":
             break
 
@@ -289,13 +289,18 @@ def _select(
     return positions, noisy, selection
 
 
-def _summary(result: PhaseResult, r: int, chosen: list[int], noisy: int) -> dict[str, Any]:
+def _summary(
+    result: PhaseResult, r: int, chosen: list[int], noisy: int, meta_samples: int
+) -> dict[str, Any]:
+    """One phase in the record's `selection.rounds`; `meta_samples`: the meta set's size it
+    trained with (the warm-up's random ones and every round's picks so far)."""
     m = result.out["metrics"]
     return {
         "round": r,
         "phase": result.name,
         "selected": chosen,
         "noisy_before_cleaning": noisy,
+        "meta_samples": meta_samples,
         "test_acc": m["test_acc"],
         "test_acc_es": m["test_acc_es"],
         "best_val_acc": m["best_val_acc"],

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from l2rw.report.spec import TableSpec, value_order
+from l2rw.report.spec import ROUNDS, TableSpec, value_order
 
 # Problem kinds, in the order the report lists them.
 KINDS = (
@@ -119,14 +119,13 @@ def _exclude_foreign(
         problems.append(Problem("no_key", f"`{r.run}` has no {', '.join(missing)}: excluded."))
     frame = frame[~unkeyed]
     no_metric = (frame["status"] == "completed") & frame["value"].isna()
-    for r in frame[no_metric].itertuples():
-        problems.append(
-            Problem(
-                "no_metric",
-                f"`{r.run}` completed without metric {' / '.join(m for _, m in spec.metrics())}: "
-                "excluded.",
-            )
-        )
+    for r in frame[no_metric].to_dict("records"):
+        if spec.per_round:
+            size = r[spec.short[ROUNDS]]
+            what = f"a round of {size} meta samples with {spec.metric} in selection.rounds"
+        else:
+            what = f"metric {' / '.join(m for _, m in spec.metrics())}"
+        problems.append(Problem("no_metric", f"`{r['run']}` completed without {what}: excluded."))
     frame = frame[~no_metric]
     return frame.assign(seed=frame["seed"].astype(int))
 

@@ -9,15 +9,25 @@ from typing import Any
 import pandas as pd
 
 from l2rw.report.records import Record
-from l2rw.report.spec import RUN_COLUMNS, STAGE, TableSpec, global_option_value, hashable
+from l2rw.report.spec import (
+    ROUNDS,
+    RUN_COLUMNS,
+    STAGE,
+    TableSpec,
+    global_option_value,
+    hashable,
+)
 from l2rw.tracking.record import is_bookkeeping, override_key
 
 
 def records_frame(records: list[Record], spec: TableSpec) -> pd.DataFrame:
-    """One row per record (per record and stage, with report.stages); key columns use the short
-    names of the table's rows and columns."""
+    """One row per record (per record and stage with report.stages, per record and selection
+    round with the key selection.meta_samples); key columns use the short names of the table's
+    rows and columns."""
     rows = [
-        _row(record, spec, stage, metric) for record in records for stage, metric in spec.metrics()
+        _row(record, spec, own, name, metric)
+        for record in records
+        for own, name, metric in record_values(record.data, spec)
     ]
     frame = pd.DataFrame(rows, columns=[*spec.short.values(), *RUN_COLUMNS])
     for column in ("started_at", "finished_at"):
@@ -45,15 +55,43 @@ def value_label(spec: TableSpec) -> str:
         by_stage = ", ".join(f"{label}: {metric}" for label, metric in spec.stages)
         return f"accuracy (%) of each stage ({by_stage})"
     if spec.as_error:
-        return f"test error (%) = 100·(1 − {spec.metric})"
-    return f"{spec.metric} (%)" if is_accuracy(spec.metric) else spec.metric
+        label = f"test error (%) = 100·(1 − {spec.metric})"
+    else:
+        label = f"{spec.metric} (%)" if is_accuracy(spec.metric) else spec.metric
+    if spec.per_round:
+        label += " after each selection round"
+    return label
 
 
-def _row(record: Record, spec: TableSpec, stage: str | None, name: str) -> dict[str, Any]:
+def record_values(data: dict[str, Any], spec: TableSpec) -> list[tuple[dict[str, Any], str, Any]]:
+    """The frame rows one record yields, each as (the values of the keys the record itself
+    gives rather than its config, the metric's name, the metric as recorded):
+
+    - with report.stages, one per stage: `stage` its label, `metrics.<the stage's metric>`;
+    - with the key selection.meta_samples, one per round in `selection.rounds`: the key its
+      `meta_samples`, the round's `<report.metric>`; and one without a metric for each size the
+      table expects that the record has no round of (a run that stopped short, failed or
+      records no rounds), so that the run is listed under Problems, not left out;
+    - else one, `metrics.<report.metric>`.
+    """
+    if not spec.per_round:
+        metrics = data.get("metrics") or {}
+        return [
+            ({STAGE: stage} if stage else {}, name, metrics.get(name))
+            for stage, name in spec.metrics()
+        ]
+    rounds = (data.get("selection") or {}).get("rounds") or []
+    by_size = {r["meta_samples"]: r for r in rounds if isinstance(r, dict) and "meta_samples" in r}
+    sizes = list(dict.fromkeys([*(spec.expected.get(ROUNDS) or []), *by_size])) or [None]
+    return [({ROUNDS: n}, spec.metric, by_size.get(n, {}).get(spec.metric)) for n in sizes]
+
+
+def _row(
+    record: Record, spec: TableSpec, own: dict[str, Any], name: str, metric: Any
+) -> dict[str, Any]:
     data, config = record.data, record.data.get("config") or {}
-    metric = (data.get("metrics") or {}).get(name)
     row = {
-        short: stage if key == STAGE else hashable(config_value(config, key))
+        short: own[key] if key in own else hashable(config_value(config, key))
         for key, short in spec.short.items()
     }
     row.update(

@@ -48,8 +48,14 @@ class TableSpec:
     figure_rows: tuple[str, ...] = ()
 
     def metrics(self) -> list[tuple[str | None, str]]:
-        """(stage label, metric) of each frame row one record yields."""
+        """(stage label, metric) of each frame row one record yields; with the key ROUNDS, the
+        metric each of its rounds reports (frame.record_values)."""
         return list(self.stages) if self.stages else [(None, self.metric)]
+
+    @property
+    def per_round(self) -> bool:
+        """One value per selection round of a run (the key ROUNDS), not one per run."""
+        return ROUNDS in self.keys
 
     @property
     def keys(self) -> list[str]:
@@ -69,6 +75,11 @@ class TableSpec:
 
 # The row key whose values are a run's stages (report.stages), not a config value.
 STAGE = "stage"
+# The row / column key whose values are the meta-set sizes of a selection run's rounds, not a
+# config value: a run fills one cell per round in its record's `selection.rounds` (round 0, the
+# warm-up, included), each with that round's `report.metric` (`test_acc_es`: the round's test
+# accuracy at its best validation accuracy, what a run's `metrics.test_acc` is for its last).
+ROUNDS = "selection.meta_samples"
 
 
 def table_names() -> list[str]:
@@ -171,6 +182,11 @@ def _spec(cfg: DictConfig, table: str, output_root: str | None) -> TableSpec:
             f"conf/table/{table}.yaml: report.stages and the row key `{STAGE}` go together: "
             "list the stages' labels and metrics and name `stage` among report.rows, or neither."
         )
+    if ROUNDS in keys and report.stages:
+        raise ReportError(
+            f"conf/table/{table}.yaml: the key `{ROUNDS}` (a value per selection round) and "
+            "report.stages (a value per stage) cannot go together."
+        )
     sweeps = _sweep_values(cfg)
     seeds = sweeps.get("seed")
     return TableSpec(
@@ -219,6 +235,8 @@ def _expected_values(cfg: DictConfig, key: str, sweeps: dict[str, list[Any]]) ->
     `method.name`, via each option's `name`), or fixed by the composed config."""
     if key == STAGE:
         return [str(label) for label in cfg.report.stages]
+    if key == ROUNDS:
+        return round_meta_samples(cfg)
     if key in sweeps:
         return sweeps[key]
     group, _, leaf = key.rpartition(".")
@@ -232,6 +250,24 @@ def _expected_values(cfg: DictConfig, key: str, sweeps: dict[str, list[Any]]) ->
     if OmegaConf.is_config(value):
         value = OmegaConf.to_container(value, resolve=True)
     return None if value is None else [value]
+
+
+def round_meta_samples(cfg: DictConfig) -> list[int] | None:
+    """The meta-set sizes after each phase of the composed config's selection run: the
+    warm-up's (`dataset.clean_size`), then `selector.per_round` more a round (the rest of the
+    budget when null) up to `selector.budget`, as `selection_pipeline` adds them (a test runs the
+    pipeline against this); None when the config selects nothing."""
+    warmup = OmegaConf.select(cfg, "dataset.clean_size")
+    budget = OmegaConf.select(cfg, "selector.budget")
+    if not isinstance(budget, int) or not isinstance(warmup, int) or budget < warmup:
+        return None
+    step = OmegaConf.select(cfg, "selector.per_round") or budget
+    if not isinstance(step, int) or step < 1:
+        return None
+    sizes = [warmup]
+    while sizes[-1] < budget:
+        sizes.append(min(sizes[-1] + step, budget))
+    return sizes
 
 
 def global_option_value(group: str, option: str, key: str) -> Any:
