@@ -6,6 +6,7 @@ from test_report_fakes import fig2_spec, make_record, write_record
 from l2rw.report.aggregate import aggregate
 from l2rw.report.build import figure_runs
 from l2rw.report.frame import records_frame
+from l2rw.report.provenance import provenance
 from l2rw.report.records import load_local
 
 STAGES = (("trained", "test_acc_before_ft"), ("+FT", "test_acc"))
@@ -73,3 +74,13 @@ def test_figures_draw_each_run_once_without_its_stage_and_only_the_asked_rows(tm
     ]
     only = figure_runs(staged_spec(figure_rows=("l2rw",)), agg, records)
     assert {r.row for r in only} == {"l2rw"} and len(only) == 2
+
+
+def test_provenance_counts_and_times_each_run_once(tmp_path):
+    write_staged(tmp_path)
+    spec = staged_spec()
+    agg = aggregate(records_frame(load_local(tmp_path, spec.name), spec), spec)
+    items = dict(provenance(spec, agg.read, agg.counted, "local", []).items)
+    assert items["runs"] == "4 averaged (8 values: several per run) of 4 read at this scale"
+    wall = agg.read.drop_duplicates("run")["wall_time_s"].sum()
+    assert items["total wall time"] == f"{wall / 3600:.2f} h over the 4 runs read"

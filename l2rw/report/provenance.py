@@ -33,6 +33,10 @@ def provenance(
     report_cmd = f"python -m l2rw.report +table={spec.name} scale={spec.scale}"
     if source != "local":
         report_cmd += f" source={source}"
+    # A run with stages or selection rounds gives several frame rows: count and time runs once.
+    values = len(counted)
+    read, counted = read.drop_duplicates("run"), counted.drop_duplicates("run")
+    per_run = f" ({values} values: several per run)" if values != len(counted) else ""
     wall = pd.to_numeric(read["wall_time_s"], errors="coerce").sum()
     first, last = read["started_at"].min(), read["finished_at"].max()
     items = [
@@ -42,7 +46,7 @@ def provenance(
         ("commits", _distinct(counted["git_commit"])),
         ("seeds", ", ".join(str(s) for s in sorted(set(counted["seed"].astype(int)))) or "none"),
         ("hardware", _distinct(counted["device"])),
-        ("runs", f"{len(counted)} averaged of {len(read)} read at this scale"),
+        ("runs", f"{len(counted)} averaged{per_run} of {len(read)} read at this scale"),
         ("records from", f"{_date(first)} to {_date(last)}"),
         ("total wall time", f"{wall / 3600:.2f} h over the {len(read)} runs read"),
         ("generated", datetime.now(timezone.utc).isoformat(timespec="seconds")),
