@@ -18,8 +18,9 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 # The smallest honest slice of L2RW Figure 2: baseline vs L2RW at 0.995 (200:1), two seeds.
+# One progress bar; the jobs' logs go to outputs/demo/demo.log (VERBOSE=1: to the console).
 demo: install
-	$(PY) -m l2rw.demo
+	$(PY) -m l2rw.demo $(if $(VERBOSE),--verbose)
 
 test: install
 	$(PY) -m pytest
