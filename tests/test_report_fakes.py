@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from l2rw.report.spec import TableSpec
+from l2rw.tracking.wandb_group import format_group
 
 TABLE = "l2rw_fig2"
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -175,10 +176,10 @@ class FakeRun:
             if k != "confusion"
         }
         self.id = run_id
-        self.config = record["config"]
+        self.group, cell_config = format_group(TABLE, record["cell"])
+        self.config = {**record["config"], **cell_config}
         self.summary = FakeSummary({**finals, "_runtime": record["wall_time_s"]})
         self.tags = [f"table:{TABLE}", "dataset:mnist", f"method:{record['method']}", "scale:cpu"]
-        self.group = "/".join([TABLE, *record["cell"]])
         self.state = "finished" if record["status"] == "completed" else "failed"
         self.created_at = record["started_at"]
 

@@ -3,12 +3,15 @@
 import pandas as pd
 import pytest
 import wandb
-from test_report_fakes import FakeApi, FakeRun, fig2_spec, make_record, write_record
+from omegaconf import OmegaConf
+from test_report_fakes import TABLE, FakeApi, FakeRun, fig2_spec, make_record, write_record
 
 from l2rw.report.frame import records_frame
 from l2rw.report.records import load_local
 from l2rw.report.spec import ReportError
 from l2rw.report.wandb_source import load_wandb
+from l2rw.tracking.sinks import open_wandb
+from l2rw.tracking.wandb_group import CELL_KEY, GROUP_LIMIT, format_group, parse_group
 
 # Columns that name where a run came from, which differ by source by design.
 SOURCE_ONLY = ["run", "error", "git_commit", "device"]
@@ -75,3 +78,86 @@ def test_wandb_errors_become_one_clear_report_error(monkeypatch):
     monkeypatch.setattr(wandb, "Api", refuse)
     with pytest.raises(ReportError, match="needs network access and `wandb login`"):
         load_wandb("l2rw_fig2", "l2rw", None)
+
+
+# A cell longer than W&B's 128-character group, and one with a `/` in a value (a path).
+LONG = ("+method.options.note=" + "n" * 150,)
+SLASH = ("method.confusion_from=/runs/baseline/seed0",)
+
+
+def logged_runs(monkeypatch, tmp_path, records):
+    """Each record as l2rw.train would log it to W&B (open_wandb's group and config), read
+    back as a public-API run."""
+    calls = []
+    monkeypatch.setattr(wandb, "init", lambda **kwargs: calls.append(kwargs))
+    runs = []
+    for i, record in enumerate(records):
+        cfg = OmegaConf.create(
+            {
+                "logger": {
+                    "wandb": {
+                        "mode": "offline",
+                        "project": "l2rw",
+                        "entity": None,
+                        "group": None,
+                        "tags": [],
+                    }
+                },
+                "table_name": record["table"],
+                "dataset": {"name": "mnist"},
+                "noise": {"name": "none"},
+                "method": {"name": record["method"]},
+                "scale": record["scale"],
+            }
+        )
+        open_wandb(cfg, record["config"], record["cell"], tmp_path)
+        run = FakeRun(record, f"id{i}")
+        run.group, run.config = calls[-1]["group"], calls[-1]["config"]
+        runs.append(run)
+    return runs
+
+
+def test_long_cells_and_paths_come_back_whole_from_wandb(tmp_path, fake_api, monkeypatch):
+    records = [
+        make_record("l2rw", 0.995, 0, acc=0.93, extra_overrides=LONG),
+        make_record("l2rw", 0.995, 1, acc=0.91, minute=2, extra_overrides=LONG),
+        make_record("baseline", 0.9, 0, acc=0.60, minute=4, extra_overrides=SLASH),
+        make_record("baseline", 0.9, 1, acc=0.62, minute=6),
+    ]
+    for i, record in enumerate(records):
+        write_record(tmp_path / "local", record, name=f"run{i}")
+    fake_api.runs_to_return = logged_runs(monkeypatch, tmp_path, records)
+    groups = [run.group for run in fake_api.runs_to_return]
+    assert max(map(len, groups)) <= GROUP_LIMIT
+    assert len("/".join([TABLE, *records[0]["cell"]])) > GROUP_LIMIT  # the case under test
+    assert groups[0] == groups[1] != groups[2]  # seeds of a cell share its group
+
+    spec = fig2_spec()
+    local_records = load_local(tmp_path / "local", spec.name)
+    remote_records = load_wandb(spec.name, "l2rw", None)
+    assert [r.data["cell"] for r in remote_records] == [r["cell"] for r in records]
+    assert [r.data["config"] for r in remote_records] == [r["config"] for r in records]
+    local, remote = records_frame(local_records, spec), records_frame(remote_records, spec)
+    pd.testing.assert_frame_equal(
+        local.drop(columns=SOURCE_ONLY), remote.drop(columns=SOURCE_ONLY), check_dtype=False
+    )
+    assert remote["variant"].iloc[0].startswith("+method.options.note=nnn")
+
+
+def test_group_format_keeps_short_cells_in_the_group_alone():
+    cell = ["imbalance.majority_fraction=0.995", "method=l2rw"]
+    group, extra = format_group("l2rw_fig2", cell)
+    assert (group, extra) == ("l2rw_fig2/imbalance.majority_fraction=0.995/method=l2rw", {})
+    assert parse_group(group, "l2rw_fig2", {}) == cell
+    adhoc, extra = format_group(None, cell)  # a run outside any table
+    assert adhoc.startswith("adhoc/") and not extra and parse_group(adhoc, None, {}) == cell
+    assert format_group("t", []) == ("t", {}) and parse_group("t", "t", {}) == []
+
+    long_a, long_b = [*cell, "x=" + "a" * 130], [*cell, "x=" + "a" * 129 + "b"]
+    (group_a, extra_a), (group_b, _) = format_group("t", long_a), format_group("t", long_b)
+    assert len(group_a) == GROUP_LIMIT and group_a != group_b  # hashed: no two cells share one
+    assert extra_a == {CELL_KEY: long_a} and parse_group(group_a, "t", extra_a) == long_a
+
+    chosen, extra = format_group("t", cell, chosen="my-group")
+    assert chosen == "my-group" and parse_group(chosen, "t", extra) == cell
+    assert parse_group("someone-else/x", "t", {}) == []

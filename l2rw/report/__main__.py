@@ -3,21 +3,30 @@ stderr (no traceback, nothing written) for a user error: unknown table, no recor
 
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from l2rw.errors import UserError
-from l2rw.report.build import NoRecords, Options, build_table
+from l2rw.report import dashboard
+from l2rw.report.build import NoRecords, Options, build_table, results_stem
+from l2rw.report.dashboard import DASHBOARDS
 from l2rw.report.spec import ReportError, table_names
 
 USAGE = """\
 usage: python -m l2rw.report +table=NAME [scale=cpu|full] [source=local|wandb]
-                             [output_root=DIR] [results_dir=DIR] [CONFIG_OVERRIDE ...]
+                             [output_root=DIR] [results_dir=DIR] [dashboard=none|wandb]
+                             [CONFIG_OVERRIDE ...]
        python -m l2rw.report all|--all [same options]
 
 Reads the table's run records (source=local: OUTPUT_ROOT/NAME/**/result.json, OUTPUT_ROOT
 being output_root= or paths.output_root, default `outputs`; source=wandb: the W&B runs tagged
 table:NAME in logger.wandb.project) and writes RESULTS_DIR/NAME.md, .csv, .tex and, when the
-table has a figure, .png. Other KEY=VALUE arguments are config overrides for composing the
-table (as for python -m l2rw.train). Tables: conf/table/*.yaml."""
+table has a figure, .png. dashboard=wandb also builds the table's W&B Report (runs table by
+cell, a chart shaped like the paper's, training curves, the paper's numbers, the commands) in
+logger.wandb.project / .entity: saved when logged in to W&B and WANDB_MODE is not offline or
+disabled, else its specification goes to RESULTS_DIR/dashboards/NAME[_SCALE].json (needs
+wandb-workspaces: pip install 'l2rw[dashboards]'). Other KEY=VALUE arguments are config
+overrides for composing the table (as for python -m l2rw.train). Tables: conf/table/*.yaml."""
+# Options of the report itself (l2rw.report.build.Options), not config overrides.
 OPTION_KEYS = ("source", "output_root", "results_dir")
 
 
@@ -27,6 +36,7 @@ class Request:
     every: bool = False
     overrides: list[str] = field(default_factory=list)
     options: dict[str, str] = field(default_factory=dict)
+    dashboard: str = "none"
 
 
 def parse_args(argv: list[str]) -> Request:
@@ -39,6 +49,10 @@ def parse_args(argv: list[str]) -> Request:
             request.table = value
         elif eq and key in OPTION_KEYS:
             request.options[key] = value
+        elif eq and key == "dashboard":
+            if value not in DASHBOARDS:
+                raise ReportError(f"dashboard={value} is not one of {', '.join(DASHBOARDS)}.")
+            request.dashboard = value
         elif eq:
             request.overrides.append(arg)
         else:
@@ -56,16 +70,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         request = parse_args(argv)
         options = Options(**request.options)
+        if request.dashboard == "wandb":
+            dashboard.require()
         if not request.every:
-            _report(request.table, request.overrides, options)
+            _report(request.table, request.overrides, options, request.dashboard)
             return 0
     except UserError as err:
         print(f"l2rw.report: {err}", file=sys.stderr)
         return 2
-    return _report_all(request.overrides, options)
+    return _report_all(request.overrides, options, request.dashboard)
 
 
-def _report(table: str, overrides: list[str], options: Options) -> None:
+def _report(table: str, overrides: list[str], options: Options, board: str = "none") -> None:
     built = build_table(table, overrides, options)
     for path in built.paths:
         print(f"wrote {path}")
@@ -73,15 +89,18 @@ def _report(table: str, overrides: list[str], options: Options) -> None:
     if problems:
         markdown = next(p for p in built.paths if p.suffix == ".md")
         print(f"{table}: {problems} problem(s), listed in {markdown}")
+    if board == "wandb":
+        stem = results_stem(built.report.spec)
+        print(dashboard.publish(built.report, Path(options.results_dir), stem))
 
 
-def _report_all(overrides: list[str], options: Options) -> int:
+def _report_all(overrides: list[str], options: Options, board: str = "none") -> int:
     """Every table with records; tables without any are named on stderr. Exit 2 if a table
     failed otherwise, or if none could be reported."""
     done, failed = 0, False
     for table in table_names():
         try:
-            _report(table, overrides, options)
+            _report(table, overrides, options, board)
             done += 1
         except UserError as err:
             failed = failed or not isinstance(err, NoRecords)

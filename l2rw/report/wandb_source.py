@@ -1,7 +1,8 @@
 """Run records rebuilt from W&B runs (online, or after `wandb sync`) in result.json's shape.
 
 A run's config is the resolved config; its summary holds `final/<metric>` for every record
-metric but the confusion matrix (see l2rw.train). Offline runs are invisible until synced.
+metric but the confusion matrix (see l2rw.train); its group (or, where that cannot hold it, a
+config entry) is the cell (l2rw.tracking.wandb_group). Offline runs are invisible until synced.
 """
 
 import math
@@ -10,6 +11,7 @@ from typing import Any
 
 from l2rw.report.records import Record
 from l2rw.report.spec import ReportError
+from l2rw.tracking.wandb_group import CELL_KEY, parse_group
 
 
 def load_wandb(table: str, project: str, entity: str | None) -> list[Record]:
@@ -43,13 +45,14 @@ def run_record(run: Any, path: str) -> Record:
     runtime = _number(summary.get("_runtime"))
     started = str(run.created_at) if run.created_at else None
     table = config.get("table_name")
-    group = run.group or ""
+    cell = parse_group(run.group, table, config)
+    config.pop(CELL_KEY, None)  # the sink's addition, not part of the resolved config
     data = {
         "status": status,
         "error": None if status == "completed" else f"W&B run state '{run.state}'",
         "metrics": metrics,
         "config": config,
-        "cell": group.split("/")[1:] if table and group.startswith(f"{table}/") else [],
+        "cell": cell,
         "table": table,
         "scale": config.get("scale"),
         "seed": config.get("seed"),

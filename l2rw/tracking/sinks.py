@@ -8,6 +8,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from l2rw.tracking.record import storage_errors, write_text_atomic
+from l2rw.tracking.wandb_group import format_group
 
 log = logging.getLogger(__name__)
 METRICS_NAME = "metrics.jsonl"
@@ -75,9 +76,10 @@ def open_wandb(cfg: DictConfig, config: dict[str, Any], cell: list[str], run_dir
     """A W&B run as a context manager, or None when W&B is disabled or not installed.
 
     The group is the table cell (the table plus the overrides other than the seed), so W&B
-    aggregates a cell's seeds. `reinit="finish_previous"` plus the `with` block in the caller
-    guarantee one run per job, finished inside the job, even in multiruns that reuse a process
-    and when the job fails.
+    aggregates a cell's seeds; `l2rw.tracking.wandb_group` defines it (and, where the group
+    cannot hold the whole cell, puts the cell in the run's config). `reinit="finish_previous"`
+    plus the `with` block in the caller guarantee one run per job, finished inside the job, even
+    in multiruns that reuse a process and when the job fails.
     """
     wb = cfg.logger.wandb
     if wb.mode == "disabled":
@@ -94,13 +96,13 @@ def open_wandb(cfg: DictConfig, config: dict[str, Any], cell: list[str], run_dir
         "method": cfg.method.name,
         "scale": cfg.scale,
     }
-    group = "/".join([cfg.table_name or "adhoc", *cell])[:128]
+    group, cell_config = format_group(cfg.table_name, cell, wb.group)
     return wandb.init(
         project=wb.project,
         entity=wb.entity,
-        group=wb.group or group,
+        group=group,
         tags=[f"{k}:{v}"[:64] for k, v in facets.items() if v] + list(wb.tags),
-        config=config,
+        config={**config, **cell_config},
         dir=str(run_dir),
         mode=wb.mode,
         job_type="train",
