@@ -2,13 +2,13 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS ?= dev,wandb,launchers
+EXTRAS ?= dev,wandb,launchers,dashboards
 DATA_DIR ?= $(CURDIR)/data
 SCALE ?= cpu
 JOBS ?= 2
 export DATA_DIR
 
-.PHONY: install demo test lint format l2rw-fig2 tables sync bench clean
+.PHONY: install demo test lint format l2rw-fig2 tables dashboards sync bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,14 @@ RECORDS ?= outputs
 tables: install
 	for scale in $(SCALES); do \
 		$(PY) -m l2rw.report --all scale=$$scale output_root=$(RECORDS) || exit 1; \
+	done
+
+# One W&B Report per table with records at each of SCALES, in logger.wandb.project (saved when
+# logged in and WANDB_MODE is not offline/disabled, else its specification in results/dashboards/).
+# Rewrites the tables as `make tables` does.
+dashboards: install
+	for scale in $(SCALES); do \
+		$(PY) -m l2rw.report --all scale=$$scale output_root=$(RECORDS) dashboard=wandb || exit 1; \
 	done
 
 # Upload offline W&B runs of every job under outputs/ (needs `wandb login`).
