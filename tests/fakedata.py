@@ -106,15 +106,24 @@ def write_cifar100(root: str | Path, n_train: int = 200, n_test: int = 100, seed
 
 
 def write_imagenet10(
-    root: str | Path, n_per_class: int = 3, size: int = 40, num_classes: int = 10, seed: int = 0
+    root: str | Path,
+    n_per_class: int = 3,
+    size: int = 40,
+    num_classes: int = 10,
+    seed: int = 0,
+    classes: list[str] | None = None,
 ) -> Path:
-    """PNG files in an ImageFolder tree root/imagenet10/{train,val}/<wnid>/<i>.png."""
+    """PNG files in an ImageFolder tree root/imagenet10/{train,val}/<wnid>/<i>.png; the folders
+    are named `classes` (their number overrides num_classes) or n00000000, n00000001, ..."""
+    if classes is not None:
+        num_classes = len(classes)
+    names = list(classes) if classes is not None else [f"n{c:08d}" for c in range(num_classes)]
     base = Path(root) / "imagenet10"
     for s, split in enumerate(("train", "val")):
         labels = np.repeat(np.arange(num_classes), n_per_class)
         images = class_images(labels, num_classes, 3, size, seed + s)
         for i, (image, c) in enumerate(zip(images, labels, strict=True)):
-            folder = base / split / f"n{c:08d}"
+            folder = base / split / names[c]
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(image).save(folder / f"img_{i}.png")
     return base

@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 import torch
 from fakedata import write_cifar10, write_cifar100, write_imagenet10, write_mnist
+from omegaconf import OmegaConf
 from torchvision import datasets
 
 from l2rw.data.sources import SOURCES, load_source, make_toy2d, toy2d_splits
 from l2rw.errors import ConfigError, DataError
+from l2rw.train import CONF_DIR
 
 
 @pytest.fixture(autouse=True)
@@ -176,3 +178,52 @@ def test_toy2d_splits():
     assert torch.equal(train.x, splits["train"][0]) and np.array_equal(test.y, splits["test"][1])
     assert train.num_classes == 2
     assert not torch.equal(toy2d_splits(seed=4)["train"][0], train.x)
+
+
+IMAGENET10_WNIDS = [
+    "n02056570",
+    "n02085936",
+    "n02128757",
+    "n02690373",
+    "n02692877",
+    "n03095699",
+    "n04254680",
+    "n04285008",
+    "n04467665",
+    "n07747607",
+]
+
+
+def test_imagenet10_config_lists_the_paper_classes():
+    conf = OmegaConf.load(f"{CONF_DIR}/dataset/imagenet10.yaml")
+    assert list(conf.options.classes) == IMAGENET10_WNIDS
+    assert conf.num_classes == len(IMAGENET10_WNIDS)
+
+
+def test_imagenet10_listed_classes_in_list_order(tmp_path):
+    # Written in sorted order (block position = index there), listed reversed, plus an extra
+    # folder that is not listed: labels follow the list, the extra folder is ignored.
+    write_imagenet10(tmp_path, n_per_class=2, size=32, classes=[*IMAGENET10_WNIDS, "n09999999"])
+    listed = IMAGENET10_WNIDS[::-1]
+    src = load_source("imagenet10", tmp_path, train=True, verify=False, classes=listed)
+    assert src.classes == listed and src.num_classes == 10
+    assert src.x.shape == (20, 3, 32, 32)
+    # ImageFolder reads the folders in sorted order: the last listed first.
+    assert np.array_equal(src.y, np.repeat(np.arange(10)[::-1], 2))
+    assert_blocks_match_labels(src.x, 9 - src.y, 11)
+
+
+def test_imagenet10_missing_listed_classes_are_named(tmp_path):
+    write_imagenet10(tmp_path, n_per_class=1, size=16, classes=IMAGENET10_WNIDS[:8])
+    with pytest.raises(DataError) as err:
+        load_source("imagenet10", tmp_path, train=False, classes=IMAGENET10_WNIDS)
+    message = str(err.value)
+    assert "2 of them have no folder" in message and "\n" not in message
+    assert "n04467665, n07747607" in message and "n02056570" not in message
+    assert str(tmp_path / "imagenet10" / "val") in message
+    assert "dataset.options.classes=null" in message
+
+
+def test_imagenet10_listed_classes_without_the_tree(tmp_path):
+    with pytest.raises(DataError, match=r"imagenet10/train/<class>.*does not exist.*DATA_DIR"):
+        load_source("imagenet10", tmp_path, train=True, classes=IMAGENET10_WNIDS)

@@ -9,7 +9,7 @@ to fix), never a torchvision traceback.
 import gzip
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -217,6 +217,33 @@ def _cifar100(
     return _cifar("cifar100", _CIFAR100, datasets.CIFAR100, root, train, verify, download)
 
 
+class _ListedImageFolder(datasets.ImageFolder):
+    """ImageFolder over the listed class folders only, in the list's order (label = position)."""
+
+    def __init__(self, root: str, listed: list[str], **kwargs: Any) -> None:
+        self.listed = listed
+        super().__init__(root, **kwargs)
+
+    def find_classes(self, directory: str | os.PathLike) -> tuple[list[str], dict[str, int]]:
+        return list(self.listed), {c: i for i, c in enumerate(self.listed)}
+
+
+def _missing_classes_error(base: Path, folder: Path, listed: list[str], missing: list[str]) -> str:
+    shown = ", ".join(missing[:10]) + (", ..." if len(missing) > 10 else "")
+    return (
+        f"Dataset 'imagenet10' lists {len(listed)} classes (dataset.options.classes), but "
+        f"{len(missing)} of them have no folder in {folder}: {shown}. Each listed WordNet id "
+        f"needs a folder {folder}/<wnid>/ with that class's images, under both {base}/train "
+        f"(ImageNet's training images of the class) and {base}/val (its validation images, "
+        "sorted into the same folder names). Copy or link the missing classes' folders from an "
+        "ImageNet (ILSVRC-2012) tree, or point the dataset option path=... at a tree that has "
+        "them (other folders there are ignored). To run on the classes you have instead, set "
+        "dataset.options.classes=[...] to their folder names and dataset.num_classes to their "
+        "number, or dataset.options.classes=null to use every folder found; results then are not "
+        "the paper's ImageNet-10. It cannot be downloaded automatically."
+    )
+
+
 @SOURCES.register("imagenet10")
 def _imagenet10(
     root: Path | None,
@@ -224,16 +251,28 @@ def _imagenet10(
     verify: VerifyCache | None,
     path: str | os.PathLike | None = None,
     image_size: int = 32,
+    classes: Sequence[str] | None = None,
 ) -> RawSource:
     """ImageFolder tree `<path or root/imagenet10>/{train,val}/<class>/<image>`, resized to fit
-    in memory as uint8 [N, 3, S, S] (shorter side to S, then a centre crop)."""
+    in memory as uint8 [N, 3, S, S] (shorter side to S, then a centre crop). `classes`: the class
+    folders to read, in order (label = position in the list), others ignored; None: every folder,
+    sorted."""
     base = Path(path) if path is not None else _require_root("imagenet10", root) / "imagenet10"
     folder = base / ("train" if train else "val")
     transform = v2.Compose(
         [v2.ToImage(), v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)]
     )
+    listed = None if classes is None else [str(c) for c in classes]
     try:
-        ds = datasets.ImageFolder(str(folder), transform=transform)
+        if listed is None:
+            ds = datasets.ImageFolder(str(folder), transform=transform)
+        else:
+            if not folder.is_dir():
+                raise FileNotFoundError(folder)
+            missing = [c for c in listed if not (folder / c).is_dir()]
+            if missing:
+                raise DataError(_missing_classes_error(base, folder, listed, missing))
+            ds = _ListedImageFolder(str(folder), listed, transform=transform)
     except FileNotFoundError as e:
         reason = str(e) if folder.is_dir() else f"{folder} does not exist"
         raise DataError(

@@ -12,7 +12,14 @@ from l2rw.registry import Registry
 MODELS = Registry("model")
 
 # Imported after MODELS exists so that each module can register itself.
-from l2rw.models import lenet, lenet5, mlp, resnet34, resnet_cifar  # noqa: E402, F401
+from l2rw.models import (  # noqa: E402, F401
+    lenet,
+    lenet5,
+    mlp,
+    resnet34,
+    resnet34_imagenet,
+    resnet_cifar,
+)
 
 
 def build_model(name: str, num_classes: int, **options: Any) -> nn.Module:
