@@ -8,7 +8,7 @@ SCALE ?= cpu
 JOBS ?= 2
 export DATA_DIR
 
-.PHONY: install demo test lint format l2rw-fig2 tables dashboards sync bench clean
+.PHONY: install demo test lint format l2rw-fig2 rbc-table1 tables dashboards sync bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,9 @@ table-%: install
 	$(PY) -m l2rw.train +table=$* scale=$(SCALE) hydra/launcher=joblib \
 		hydra.launcher.n_jobs=$(JOBS) threads=1 train.progress=false
 	$(PY) -m l2rw.report +table=$* scale=$(SCALE)
+
+# RBC Table 1, all its columns: three tables (one model and optimiser each).
+rbc-table1: table-rbc_table1_mnist table-rbc_table1_cifar table-rbc_table1_imagenet10
 
 # Every table and figure at each scale that has records: results/<table>[_<scale>].{md,csv,tex,png}.
 # RECORDS=results/records rebuilds the committed tables from the records committed beside them.
