@@ -59,24 +59,26 @@ def build_dashboard(report: Report, entity: str = "") -> Any:
     clean = _scrubber(report)
     cells = report.agg.cells
     n_cells = max(len(cells), 1)
-    project = spec.wandb_project
     base = _base_filters(spec)
+
+    def grouped(**options: Any) -> Any:
+        """The table's runs at this scale, one row per cell (W&B group)."""
+        return wr.Runset(
+            entity=entity,
+            project=spec.wandb_project,
+            name=f"{spec.name} at scale {spec.scale}, grouped by cell",
+            filters=base,
+            groupby=["group"],
+            **options,
+        )
+
     blocks: list[Any] = [
         wr.P(clean(_intro(report))),
         wr.MarkdownBlock(clean(_provenance_markdown(report))),
         wr.H2("Cells: mean and spread over seeds"),
         wr.MarkdownBlock(clean(_cells_markdown(report))),
         wr.PanelGrid(
-            runsets=[
-                wr.Runset(
-                    entity=entity,
-                    project=project,
-                    name=f"{spec.name} at scale {spec.scale}, grouped by cell",
-                    filters=base,
-                    groupby=["group"],
-                    pinned_columns=[f"summary:{m}" for m in _summary_metrics(spec)],
-                )
-            ],
+            runsets=[grouped(pinned_columns=[f"summary:{m}" for m in _summary_metrics(spec)])],
             panels=[
                 wr.BarPlot(
                     title="Per cell (W&B group): mean ± sd over seeds",
@@ -99,15 +101,7 @@ def build_dashboard(report: Report, entity: str = "") -> Any:
             "W&B group); the runs' own metrics.jsonl holds the same rows."
         ),
         wr.PanelGrid(
-            runsets=[
-                wr.Runset(
-                    entity=entity,
-                    project=project,
-                    name=f"{spec.name} at scale {spec.scale}, grouped by cell",
-                    filters=base,
-                    groupby=["group"],
-                )
-            ],
+            runsets=[grouped()],
             panels=[
                 wr.LinePlot(
                     title=f"{curve} by cell: mean ± sd over seeds",
@@ -128,7 +122,7 @@ def build_dashboard(report: Report, entity: str = "") -> Any:
         wr.CodeBlock(_commands(spec), language=None),
     ]
     return wr.Report(
-        project=project,
+        project=spec.wandb_project,
         entity=entity,
         title=_title(spec),
         description=(
