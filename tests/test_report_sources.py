@@ -1,5 +1,7 @@
 """Both record sources (local result.json files, W&B runs) give the same frame for the same runs."""
 
+from types import SimpleNamespace
+
 import pandas as pd
 import pytest
 import wandb
@@ -89,7 +91,12 @@ def logged_runs(monkeypatch, tmp_path, records):
     """Each record as l2rw.train would log it to W&B (open_wandb's group and config), read
     back as a public-API run."""
     calls = []
-    monkeypatch.setattr(wandb, "init", lambda **kwargs: calls.append(kwargs))
+
+    def init(**kwargs):
+        calls.append(kwargs)
+        return SimpleNamespace(id=f"id{len(calls)}", dir=str(tmp_path))
+
+    monkeypatch.setattr(wandb, "init", init)
     runs = []
     for i, record in enumerate(records):
         cfg = OmegaConf.create(
@@ -101,6 +108,7 @@ def logged_runs(monkeypatch, tmp_path, records):
                         "entity": None,
                         "group": None,
                         "tags": [],
+                        "verbose": False,
                     }
                 },
                 "table_name": record["table"],
@@ -161,3 +169,28 @@ def test_group_format_keeps_short_cells_in_the_group_alone():
     chosen, extra = format_group("t", cell, chosen="my-group")
     assert chosen == "my-group" and parse_group(chosen, "t", extra) == cell
     assert parse_group("someone-else/x", "t", {}) == []
+
+
+def test_wandb_keeps_quiet_on_the_console_unless_verbose(tmp_path, monkeypatch):
+    calls = []
+
+    def init(**kwargs):
+        calls.append(kwargs)
+        return SimpleNamespace(id="id", dir=str(tmp_path))
+
+    monkeypatch.setattr(wandb, "init", init)
+    record = make_record("l2rw", 0.995, 0, acc=0.9)
+    for verbose in (False, True):
+        cfg = OmegaConf.create(
+            {
+                "logger": {"wandb": {"mode": "offline", "project": "l2rw", "entity": None}},
+                "table_name": record["table"],
+                "dataset": {"name": "mnist"},
+                "noise": {"name": "none"},
+                "method": {"name": "l2rw"},
+                "scale": "cpu",
+            }
+        )
+        cfg.logger.wandb.update({"group": None, "tags": [], "verbose": verbose})
+        open_wandb(cfg, record["config"], record["cell"], tmp_path)
+        assert calls[-1]["settings"].silent is (not verbose)

@@ -114,6 +114,8 @@ class WandbConf:
     entity: str | None = None
     group: str | None = None
     tags: list[str] = field(default_factory=list)
+    # W&B's own console output (banners, run summaries); false: one line in the run's log.
+    verbose: bool = False
 
 
 @dataclass

@@ -97,7 +97,7 @@ def open_wandb(cfg: DictConfig, config: dict[str, Any], cell: list[str], run_dir
         "scale": cfg.scale,
     }
     group, cell_config = format_group(cfg.table_name, cell, wb.group)
-    return wandb.init(
+    run = wandb.init(
         project=wb.project,
         entity=wb.entity,
         group=group,
@@ -107,4 +107,7 @@ def open_wandb(cfg: DictConfig, config: dict[str, Any], cell: list[str], run_dir
         mode=wb.mode,
         job_type="train",
         reinit="finish_previous",
+        settings=wandb.Settings(silent=not wb.verbose),
     )
+    log.info("W&B run %s (%s, group %s) in %s", run.id, wb.mode, group, run.dir)
+    return run
