@@ -196,3 +196,15 @@ def test_fig2_spec_expects_the_sweeps_grid(scale, seeds):
     assert spec.seeds == seeds and spec.expected_seeds == list(range(seeds))
     assert len(spec.expected_cells()) == 30
     assert spec.as_error and spec.figure == "error_vs_setting"
+
+
+def test_an_infinite_metric_recorded_as_inf_is_averaged_as_infinity(tmp_path):
+    records = []
+    for seed, value in enumerate(("inf", 2.5, "inf")):
+        record = make_record("l2rw", 0.995, seed, acc=0.9)
+        record["metrics"]["theorem1_d_min"] = value
+        records.append(record)
+    agg = aggregated(tmp_path, records, metric="theorem1_d_min", as_error=False)
+    row = cell(agg, "l2rw", 0.995)
+    assert row["n"] == 3 and math.isinf(row["mean"]) and row["mean"] > 0
+    assert "no_metric" not in kinds(agg)

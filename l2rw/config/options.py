@@ -336,6 +336,22 @@ class SelectionConf(SelectorConf):
 
 
 @dataclass
+class RBCConf(SelectionConf):
+    """RBC and RBC-K: the last-layer gradient features of Eq. 11-12 (`l2rw.selection.features`)."""
+
+    # Record the RBC paper's checks of its theorems for each round (Tables 4 and 5,
+    # `l2rw.selection.theorems`): D_j's minimum, 5% quantile and share of inf
+    # (metrics.theorem1_d_*; an infinite one is the string "inf"), the stable examples among
+    # the clustered (metrics.theorem2_*), the last round's in `metrics`, each round's in
+    # `selection.rounds`, and the seconds taken (theorem_checks_s). Costs one more pass of
+    # last-layer features over the clustered half of the candidates per snapshot (two without
+    # label noise). Measured on MNIST with LeNet-5, 6 snapshots, one CPU thread: +1.3 s on a
+    # 3.3 s selection of 5,000 candidates, +22 s on 65 s for 60,000 (about +35-40% of RBC's
+    # selection, small beside a round's training), hence off by default.
+    theorem_checks: bool = False
+
+
+@dataclass
 class GBCConf(SelectionConf):
     # Layers drawn with replacement, with probability A(l)/A, per snapshot.
     layers: int = 5
@@ -420,8 +436,8 @@ SELECTOR_SCHEMAS: dict[str, type] = {
     "random": SelectionConf,
     "certain": SelectionConf,
     "uncertain": SelectionConf,
-    "kmeans": SelectionConf,
-    "rbc": SelectionConf,
+    "kmeans": RBCConf,
+    "rbc": RBCConf,
     "gbc": GBCConf,
     "ta_vaal": TAVAALConf,
     "craig": SelectionConf,

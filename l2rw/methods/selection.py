@@ -65,16 +65,19 @@ def selection_pipeline(ctx: RunContext) -> dict[str, Any]:
     rounds: list[dict[str, Any]] = [_summary(warm, 0, [], 0, len(data.clean))]
     prev, offset, r = warm, warm.steps, 0
     selection: Selection | None = None
+    checks: dict[str, Any] = {}
     while len(data.clean) < sel.budget:
         r += 1
         k = min(sel.per_round or sel.budget, sel.budget - len(data.clean))
-        positions, noisy, selection = _select(ctx, r, prev, data, k, label_free)
+        positions, noisy, selection, checks = _select(ctx, r, prev, data, k, label_free)
         candidate_classes = data.train.y_true
         chosen = data.train.index[positions.cpu().numpy()].tolist()
         data = move_to_meta(data, positions)
         prev = _round(ctx, r, data, prev, offset)
         offset += prev.steps
         rounds.append(_summary(prev, r, chosen, noisy, len(data.clean)))
+        if checks:
+            rounds[-1]["theorem_checks"] = checks
         if prev.out["status"] != "completed":
             break
 
@@ -86,6 +89,7 @@ def selection_pipeline(ctx: RunContext) -> dict[str, Any]:
     metrics["test_acc_final"] = metrics["test_acc"]
     metrics["test_acc"] = metrics["test_acc_es"]
     metrics.update(_weight_diagnostics(ctx, prev, data))
+    metrics.update(checks)  # the last round's (selector.theorem_checks; each round's in rounds)
     return {
         "status": prev.out["status"],
         "metrics": metrics,
@@ -253,13 +257,15 @@ def selection_models(ctx: RunContext, prev: PhaseResult) -> list[nn.Module]:
 
 def _select(
     ctx: RunContext, r: int, prev: PhaseResult, data: DataBundle, k: int, label_free: bool
-) -> tuple[torch.Tensor, int, Selection | None]:
+) -> tuple[torch.Tensor, int, Selection | None, dict[str, Any]]:
     """Round r's picks as positions in `data.train` (read back when the round was selected
-    before), and how many of them had a wrong label."""
+    before), how many of them had a wrong label, and the selector's diagnostics (kept in
+    round-<r>.json with the picks)."""
     path = ctx.run_dir / f"round-{r}.json"
     selection = None
     if path.exists():
-        chosen = json.loads(path.read_text())["selected"]
+        saved = json.loads(path.read_text())
+        chosen, checks = saved["selected"], saved.get("theorem_checks", {})
         where = {int(s): i for i, s in enumerate(data.train.index)}
         positions = torch.tensor([where[s] for s in chosen], device=data.train.y.device)
     else:
@@ -269,24 +275,34 @@ def _select(
             x = ctx.preprocess(data.train.x)
             meta_x = ctx.preprocess(data.clean.x)
         candidates = Candidates(
-            x, data.train.y, meta_x, data.clean.y, models, label_free, cfg.seed, r, cfg.selector
+            x,
+            data.train.y,
+            meta_x,
+            data.clean.y,
+            models,
+            label_free,
+            cfg.seed,
+            r,
+            cfg.selector,
+            y_true=data.train.y_true,
         )
         selection = SELECTORS.get(cfg.selector.name)(candidates, k)
+        checks = selection.diagnostics
         positions = selection.indices.to(data.train.y.device)
         if len(set(positions.tolist())) != len(positions):
             raise RuntimeError(f"selector {cfg.selector.name} picked an example twice")
-        write_json_atomic(
-            path,
-            {
-                "selected": data.train.index[positions.cpu().numpy()].tolist(),
-                "snapshots": len(models),
-            },
-        )
+        saved = {
+            "selected": data.train.index[positions.cpu().numpy()].tolist(),
+            "snapshots": len(models),
+        }
+        write_json_atomic(path, {**saved, "theorem_checks": checks} if checks else saved)
     noisy = int((data.train.y[positions] != data.train.y_true[positions]).sum())
     log.info(
         "Round %d: %d examples selected, %d of them had a wrong label.", r, len(positions), noisy
     )
-    return positions, noisy, selection
+    if checks:
+        log.info("Round %d, the theorems' checks: %s", r, checks)
+    return positions, noisy, selection, checks
 
 
 def _summary(

@@ -35,6 +35,23 @@ def records_frame(records: list[Record], spec: TableSpec) -> pd.DataFrame:
     return frame
 
 
+# Non-finite numbers as records and W&B write them: JSON has none, so a record stores an
+# infinite metric as "inf" (e.g. RBC Table 4's D_j); W&B writes "Infinity" and "NaN".
+NON_FINITE = {
+    "inf": math.inf,
+    "-inf": -math.inf,
+    "Infinity": math.inf,
+    "-Infinity": -math.inf,
+    "NaN": math.nan,
+    "nan": math.nan,
+}
+
+
+def as_number(metric: Any) -> Any:
+    """A recorded metric with "inf" / "Infinity" / "NaN" (and the negatives) read as floats."""
+    return NON_FINITE.get(metric, metric) if isinstance(metric, str) else metric
+
+
 def reported_value(metric: Any, spec: TableSpec, name: str | None = None) -> float:
     """What a cell shows: the test error in percent with `as_error`, accuracies in percent,
     any other metric as recorded (`name`: the metric's name, by default `spec.metric`)."""
@@ -53,7 +70,8 @@ def is_accuracy(metric: str) -> bool:
 def value_label(spec: TableSpec) -> str:
     if spec.stages:
         by_stage = ", ".join(f"{label}: {metric}" for label, metric in spec.stages)
-        return f"accuracy (%) of each stage ({by_stage})"
+        unit = "accuracy (%)" if all(is_accuracy(m) for _, m in spec.stages) else "value"
+        return f"{unit} of each stage ({by_stage})"
     if spec.as_error:
         label = f"test error (%) = 100·(1 − {spec.metric})"
     else:
@@ -90,6 +108,7 @@ def _row(
     record: Record, spec: TableSpec, own: dict[str, Any], name: str, metric: Any
 ) -> dict[str, Any]:
     data, config = record.data, record.data.get("config") or {}
+    metric = as_number(metric)
     row = {
         short: own[key] if key in own else hashable(config_value(config, key))
         for key, short in spec.short.items()

@@ -9,6 +9,7 @@ import math
 from datetime import datetime, timedelta
 from typing import Any
 
+from l2rw.report.frame import as_number
 from l2rw.report.records import Record
 from l2rw.report.spec import ReportError
 from l2rw.tracking.wandb_group import CELL_KEY, parse_group
@@ -39,10 +40,10 @@ def run_record(run: Any, path: str) -> Record:
     config = _unwrap(dict(run.config))
     summary = _summary(run)
     metrics = {
-        k.removeprefix("final/"): _number(v) for k, v in summary.items() if k.startswith("final/")
+        k.removeprefix("final/"): as_number(v) for k, v in summary.items() if k.startswith("final/")
     }
     status = _status(run.state, metrics)
-    runtime = _number(summary.get("_runtime"))
+    runtime = as_number(summary.get("_runtime"))
     started = str(run.created_at) if run.created_at else None
     table = config.get("table_name")
     cell = parse_group(run.group, table, config)
@@ -82,13 +83,6 @@ def _unwrap(config: dict[str, Any]) -> dict[str, Any]:
 def _summary(run: Any) -> dict[str, Any]:
     summary = run.summary
     return dict(getattr(summary, "_json_dict", None) or summary)
-
-
-def _number(value: Any) -> Any:
-    """W&B writes non-finite floats as strings ("NaN", "Infinity")."""
-    if isinstance(value, str) and value in ("NaN", "nan", "Infinity", "-Infinity", "inf", "-inf"):
-        return float(value.replace("Infinity", "inf"))
-    return value
 
 
 def _status(state: str, metrics: dict[str, Any]) -> str:

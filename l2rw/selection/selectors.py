@@ -5,8 +5,10 @@ A selector reads models and data and returns indices into the candidate pool; it
 `Candidates` and the number of examples to pick; its options come from `selector.*`.
 """
 
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
@@ -18,6 +20,7 @@ from l2rw.selection.craig import craig_features, craig_select
 from l2rw.selection.features import gbc_features, rbc_features, snapshot_features
 from l2rw.selection.kmeans import drop_nearest, kmeans, nearest_to_centroids, weighted_kmeans
 from l2rw.selection.ta_vaal import TAVAALOptions, ta_vaal_select
+from l2rw.selection.theorems import last_layer_products, row_products, theorem_summary
 
 SELECTORS = Registry("selector")
 
@@ -29,7 +32,9 @@ class Candidates:
     `x` are the training examples (preprocessed without augmentation) with their observed labels
     `y`; `meta_x`, `meta_y` the meta set so far (clean labels); `models` the K snapshots in eval
     mode, the best-validation model first. `label_free` drops the label-dependent part of the
-    gradient features (noisy labels). `seed` and `round` fix every random choice.
+    gradient features (noisy labels). `seed` and `round` fix every random choice. `y_true`, the
+    candidates' true labels, is read only by the diagnostics of `selector.theorem_checks` (a
+    pick's label once cleaned), never to select.
     """
 
     x: Tensor
@@ -41,6 +46,7 @@ class Candidates:
     seed: int
     round: int
     options: DictConfig
+    y_true: Tensor | None = None
 
 
 @dataclass
@@ -53,6 +59,8 @@ class Selection:
     feature_index: Tensor | None = None
     # The candidate each feature row belongs to (None: row i is candidate i).
     feature_rows: Tensor | None = None
+    # JSON-ready values for the run's metrics (selector.theorem_checks: Tables 4 and 5).
+    diagnostics: dict[str, Any] = field(default_factory=dict)
 
 
 def _generator(c: Candidates) -> torch.Generator:
@@ -112,6 +120,27 @@ def _features(c: Candidates, fn: Callable[..., Tensor], **kw) -> tuple[Tensor, T
     return feats[: len(c.x)], feats[len(c.x) :]
 
 
+def _theorem_checks(c: Candidates, feats: Tensor, keep: Tensor, picked: Tensor) -> dict[str, Any]:
+    """With selector.theorem_checks, the statistics of RBC Tables 4 and 5 for this round
+    (`l2rw.selection.theorems`): over the clustered candidates `keep`, the round's picks as the
+    meta samples, last-layer gradients with the candidates' observed labels and the picks' true
+    ones (label-aware), and the clustered RBC features `feats` (label-free) or, when those carry
+    labels, label-free ones computed here. Adds the seconds it took."""
+    if not c.options.get("theorem_checks", False):
+        return {}
+    start = time.perf_counter()
+    clean = c.y if c.y_true is None else c.y_true
+    x, pick_x = c.x[keep], c.x[picked]
+    aware = last_layer_products(c.models, x, c.y[keep], pick_x, clean[picked])
+    if c.label_free:
+        free = row_products(feats, keep, picked)
+    else:
+        free = last_layer_products(c.models, x, None, pick_x, None)
+    out = theorem_summary(aware, free)
+    out["theorem_checks_s"] = round(time.perf_counter() - start, 3)
+    return out
+
+
 def _cluster_and_pick(c: Candidates, k: int, feats: Tensor, meta_feats: Tensor) -> Selection:
     """Algorithm 2: drop the candidates nearest the meta set, weighted K-means, nearest to each
     centroid (no duplicates)."""
@@ -123,8 +152,12 @@ def _cluster_and_pick(c: Candidates, k: int, feats: Tensor, meta_feats: Tensor) 
 
 @SELECTORS.register("rbc")
 def rbc(c: Candidates, k: int) -> Selection:
-    """RBC: last-layer gradient features (Eq. 11-12) over the snapshots, weighted K-means."""
-    return _cluster_and_pick(c, k, *_features(c, rbc_features))
+    """RBC: last-layer gradient features (Eq. 11-12) over the snapshots, weighted K-means
+    (with selector.theorem_checks, the diagnostics of RBC Tables 4 and 5)."""
+    feats, meta_feats = _features(c, rbc_features)
+    selection = _cluster_and_pick(c, k, feats, meta_feats)
+    selection.diagnostics = _theorem_checks(c, feats, selection.feature_rows, selection.indices)
+    return selection
 
 
 @SELECTORS.register("gbc")
@@ -157,7 +190,8 @@ def craig(c: Candidates, k: int) -> Selection:
 @SELECTORS.register("kmeans")
 def rbc_kmeans(c: Candidates, k: int) -> Selection:
     """RBC-K: RBC's features clustered by ordinary K-means; the candidate nearest (Euclidean) to
-    each centroid, no duplicates."""
+    each centroid, no duplicates. selector.theorem_checks as RBC (the stable examples are still
+    judged by |<G_j, G_meta,i>|, not by the Euclidean distance RBC-K clusters with)."""
     feats, meta_feats = _features(c, rbc_features)
     keep = drop_nearest(feats, meta_feats, c.options.drop_fraction).sort().values
     centroids, _ = kmeans(feats[keep], k, c.seed, max_iter=c.options.kmeans_iters)
@@ -167,4 +201,5 @@ def rbc_kmeans(c: Candidates, k: int) -> Selection:
         order = row.argsort()
         picked.append(int(next(int(j) for j in order if int(j) not in picked)))
     local = torch.tensor(picked, device=keep.device)
-    return Selection(keep[local], feats[keep], local, keep)
+    diagnostics = _theorem_checks(c, feats, keep, keep[local])
+    return Selection(keep[local], feats[keep], local, keep, diagnostics)
