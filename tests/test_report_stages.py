@@ -84,3 +84,16 @@ def test_provenance_counts_and_times_each_run_once(tmp_path):
     assert items["runs"] == "4 averaged (8 values: several per run) of 4 read at this scale"
     wall = agg.read.drop_duplicates("run")["wall_time_s"].sum()
     assert items["total wall time"] == f"{wall / 3600:.2f} h over the 4 runs read"
+
+
+def test_figures_label_runs_as_the_table_labels_their_cells(tmp_path):
+    # A sweep over imbalance.factor=200,100 labels its columns 200 and 100 while the records'
+    # configs hold 200.0 (a float field): the figures must find the runs under the same labels.
+    for seed in (0, 1):
+        write_record(tmp_path, make_record("l2rw", 1.0, seed, acc=0.9))
+    spec = fig2_spec(
+        as_error=False, expected={"method.name": ["l2rw"], "imbalance.majority_fraction": [1]}
+    )
+    agg = aggregate(records_frame(load_local(tmp_path, spec.name), spec), spec)
+    assert agg.cells["column"].tolist() == ["1"]
+    assert {r.column for r in figure_runs(spec, agg, load_local(tmp_path, spec.name))} == {"1"}

@@ -110,8 +110,12 @@ def figure_runs(spec: TableSpec, agg: Aggregate, records: list[Record]) -> list[
     keys = list(spec.short.values())
     row_keys = [spec.short[k] for k in spec.rows if k != STAGE]
     stage = spec.short.get(STAGE)
+    # A cell's values as the table labels them (a swept 200 where the record's config has 200.0).
+    as_labelled = {c: c for c in agg.cells[keys].itertuples(index=False, name=None)}
     runs, seen = [], set()
     for r in agg.counted[[*keys, "run", "seed"]].to_dict("records"):
+        raw = tuple(r[k] for k in keys)
+        r.update(zip(keys, as_labelled.get(raw, raw), strict=True))
         row = row_label(tuple(r[k] for k in row_keys))
         column = row_label(tuple(r[spec.short[k]] for k in spec.columns))
         if (stage and r["run"] in seen) or (spec.figure_rows and row not in spec.figure_rows):
