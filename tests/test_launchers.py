@@ -85,8 +85,8 @@ def test_ray_sweep_writes_the_same_records_as_joblib(ray_instance, tmp_path, dat
     by_ray = _sweep(ray_launcher, tmp_path / "by_ray", data_dir, tmp_path)
     by_joblib = _sweep(joblib_launcher, tmp_path / "by_joblib", data_dir, tmp_path)
     try:
-        ray_out, _ = by_ray.communicate(timeout=240)
-        joblib_out, _ = by_joblib.communicate(timeout=240)
+        ray_out, _ = by_ray.communicate(timeout=420)
+        joblib_out, _ = by_joblib.communicate(timeout=420)
     finally:
         for sweep in (by_ray, by_joblib):
             if sweep.poll() is None:

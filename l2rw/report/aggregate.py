@@ -55,12 +55,10 @@ class Aggregate:
 
 
 def ci95(values: np.ndarray) -> float:
-    """Half-width of the Student-t 95% interval of the mean; NaN below two values."""
-    n = len(values)
-    if n < 2:
-        return math.nan
-    sd = float(np.std(values, ddof=1))
-    return float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n))
+    """Half-width of the Student-t 95% interval of the mean; NaN below two values or with an
+    infinite one."""
+    n, sd = len(values), _sd(values)
+    return math.nan if math.isnan(sd) else float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n))
 
 
 def aggregate(frame: pd.DataFrame, spec: TableSpec) -> Aggregate:
@@ -206,7 +204,7 @@ def _cells(
                 "row": row_label(cell[: len(spec.rows)]),
                 "column": row_label(cell[len(spec.rows) :]),
                 "mean": float(values.mean()) if len(values) else math.nan,
-                "sd": float(np.std(values, ddof=1)) if len(values) > 1 else math.nan,
+                "sd": _sd(values),
                 "ci95": ci95(values),
                 "n": len(values),
                 "seeds": seeds,
@@ -215,6 +213,13 @@ def _cells(
             }
         )
     return pd.DataFrame(rows)
+
+
+def _sd(values: np.ndarray) -> float:
+    """The sample standard deviation over seeds (NaN for one seed, or with an infinite value)."""
+    if len(values) < 2 or not np.isfinite(values).all():
+        return math.nan
+    return float(np.std(values, ddof=1))
 
 
 def row_label(values: tuple[Any, ...]) -> str:
