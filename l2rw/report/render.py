@@ -130,6 +130,8 @@ def _paper_grid(report: Report) -> pd.DataFrame | None:
     cells = report.agg.cells
     rows = [r for r in dict.fromkeys(cells["row"]) if any(k[0] == r for k in printed)]
     cols = [c for c in dict.fromkeys(cells["column"]) if any(k[1] == c for k in printed)]
+    if not rows or not cols:  # e.g. an analogue's columns, which the paper does not have
+        return None
     data = {col: [_printed(*printed.get((row, col), ("—", ""))) for row in rows] for col in cols}
     grid = pd.DataFrame(data, index=rows)
     grid.index = [f"{r} ({ref.rows[r]})" for r in rows]
