@@ -71,12 +71,19 @@ CIFAR_COLUMNS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
 # Our noise names -> the RBC paper's column labels.
 RBC_NOISES = {"uniform_flip": "uniform", "adversarial": "adversarial"}
 
-# Our dataset / noise columns -> the RBC paper's CIFAR column labels (Tables 1, 4, 5).
-RBC_CIFAR_NOISE_COLUMNS = {
-    f"{ds} / {noise}": f"{label} / {paper_noise}"
-    for ds, label in CIFAR_COLUMNS.items()
-    for noise, paper_noise in RBC_NOISES.items()
-}
+
+def rbc_noise_columns(datasets: dict[str, str]) -> dict[str, str]:
+    """Our `dataset / noise` column labels -> the RBC paper's (`CIFAR-10 / uniform`, ...), for
+    the datasets given as {our name: the paper's}."""
+    return {
+        f"{ds} / {noise}": f"{label} / {paper_noise}"
+        for ds, label in datasets.items()
+        for noise, paper_noise in RBC_NOISES.items()
+    }
+
+
+# The RBC paper's CIFAR columns (Tables 1, 4, 5).
+RBC_CIFAR_NOISE_COLUMNS = rbc_noise_columns(CIFAR_COLUMNS)
 
 PAPER_TABLES: dict[str, PaperRef] = {
     "l2rw_table1": PaperRef(
@@ -193,20 +200,13 @@ PAPER_TABLES: dict[str, PaperRef] = {
         "rbc",
         "Table 1",
         rows=RBC_SELECTOR_ROWS,
-        columns={
-            f"{ds} / {noise}": f"{label} / {paper_noise}"
-            for ds, label in CIFAR_COLUMNS.items()
-            for noise, paper_noise in RBC_NOISES.items()
-        },
+        columns=RBC_CIFAR_NOISE_COLUMNS,
     ),
     "rbc_table1_imagenet10": PaperRef(
         "rbc",
         "Table 1",
         rows=RBC_SELECTOR_ROWS,
-        columns={
-            f"imagenet10 / {noise}": f"Imagenet-10 / {paper_noise}"
-            for noise, paper_noise in RBC_NOISES.items()
-        },
+        columns=rbc_noise_columns({"imagenet10": "Imagenet-10"}),
         note=(
             "The paper's footnote 7: \"We report the validation accuracy for Imagenet-10 since "
             "the ground-truth labels of test samples are invisible after running the meta "
