@@ -36,7 +36,7 @@ def records_frame(records: list[Record], spec: TableSpec) -> pd.DataFrame:
 
 
 # Non-finite numbers as records and W&B write them: JSON has none, so a record stores an
-# infinite metric as "inf" (e.g. RBC Table 4's D_j); W&B writes "Infinity" and "NaN".
+# infinite metric as "inf" (l2rw.tracking.record.json_number); W&B writes "Infinity" and "NaN".
 NON_FINITE = {
     "inf": math.inf,
     "-inf": -math.inf,

@@ -51,6 +51,7 @@ import torch
 from torch import Tensor, nn
 
 from l2rw.selection.features import rbc_features
+from l2rw.tracking.record import json_number
 
 # Rows of last-layer features materialised at a time by `last_layer_products` (times their width).
 _CHUNK_ELEMENTS = 1 << 24
@@ -169,10 +170,3 @@ def theorem_summary(aware: Tensor, free: Tensor) -> dict[str, Any]:
         **dominance_summary(dominance_ratios(aware)),
         **stability_summary(stable_examples(free, aware)),
     }
-
-
-def json_number(value: float) -> float | str:
-    """A float for JSON: infinities as the strings "inf" / "-inf" (JSON has no infinity)."""
-    if math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    return value

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import math
 import os
 import platform
 import subprocess
@@ -115,6 +116,14 @@ def write_text_atomic(path: Path, text: str) -> None:
 def write_json_atomic(path: Path, obj: Any) -> None:
     """`obj` as indented JSON, written atomically (`write_text_atomic`)."""
     write_text_atomic(path, json.dumps(obj, indent=2, default=_jsonable))
+
+
+def json_number(value: float) -> float | str:
+    """A float for a record: infinities as the strings "inf" / "-inf" (JSON has no infinity);
+    the report reads them back (`l2rw.report.frame.as_number`)."""
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return value
 
 
 def _jsonable(value: Any) -> Any:
