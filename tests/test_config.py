@@ -108,6 +108,10 @@ def test_wrong_type_fails_naming_the_key():
         (["method=random", "method.random_std=0"], "method.random_std=0"),
         (["method=meta_reweight", "dataset.clean_size=5", "method.meta_lr=-1"], "meta_lr"),
         (["noise=uniform_flip", "noise.mapping=next"], "does not take noise.mapping"),
+        (
+            ["protocol=rbc", "method=meta_reweight", "selector=rbc", "selector.snapshot_every=0"],
+            "selector.snapshot_every=0",
+        ),
     ],
 )
 def test_cross_field_checks(overrides, needle):

@@ -240,3 +240,49 @@ def test_rounds_of_per_round_picks_record_the_meta_samples_after_each(tiny_cfg, 
     assert [r["meta_samples"] for r in rounds] == [2, 5, 6] == round_meta_samples(cfg)
     assert [len(r["selected"]) for r in rounds] == [0, 3, 1]
     assert record["metrics"]["test_acc"] == rounds[-1]["test_acc_es"]
+
+
+def test_selection_steps_spread_k_minus_1_evenly_after_the_best():
+    kept = list(range(10, 210, 10))  # 20 snapshots, steps 10 ... 200
+    # t* at 50: 15 kept after it; K = 6 reads t* and 5 of them, first and last included.
+    assert selection.selection_steps(kept, 50, 6) == [60, 100, 130, 170, 200]
+    # No more than K - 1 after t*: all of them (a short window reads fewer than K).
+    assert selection.selection_steps(kept, 170, 6) == [180, 190, 200]
+    assert selection.selection_steps(kept, 50, 2) == [60]
+    assert selection.selection_steps(kept, 50, 1) == []
+    assert selection.selection_steps([], -1, 6) == []
+
+
+def test_snapshot_interval_counts_epochs_or_steps():
+    assert loop.snapshot_interval(20, "epochs", 15) == 300
+    assert loop.snapshot_interval(3, "steps", 15) == 3
+
+
+def test_snapshots_every_few_steps_keep_only_the_window_after_the_best(tiny_cfg, tmp_path):
+    # A snapshot every 5 steps, K = 4, over 40 steps evaluated every 4.
+    cfg = toy(
+        tiny_cfg,
+        tmp_path,
+        "train.length=40",
+        "train.eval_every=4",
+        "selector=rbc",
+        "selector.cache_warmup=false",
+        "selector.snapshot_every=5",
+        "selector.snapshot_unit=steps",
+        "selector.snapshots=4",
+    )
+    record = run(cfg, tmp_path / "job")
+    assert record["status"] == "completed", record["error"]
+    warmup, round1 = record["selection"]["rounds"]
+    best = warmup["best_step"]
+    kept = selection.snapshot_steps(tmp_path / "job" / "snapshots-warmup")
+    # Everything kept at or before t* was deleted when t* was found; every 5th step after it
+    # is there, and the round read t* and 3 of them, evenly spaced over the window.
+    assert kept == [s for s in range(5, warmup["steps"] + 1, 5) if s > best]
+    assert len(kept) >= 3
+    assert round1["snapshots"] == 4
+    assert round1["snapshot_steps"] == [best, *selection.selection_steps(kept, best, 4)]
+    assert round1["snapshot_steps"][-1] == kept[-1]
+    # The last round keeps its best and final models only: no selection reads its snapshots.
+    assert not selection.snapshot_steps(tmp_path / "job" / "snapshots-round1")
+    assert (tmp_path / "job" / "snapshots-round1" / "best.pt").exists()

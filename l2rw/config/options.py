@@ -271,9 +271,12 @@ class SelectionConf(SelectorConf):
     budget: int = "${dataset.rbc_budget}"  # type: ignore[assignment]
     # Examples added per round (null: the rest of the budget in one round).
     per_round: int | None = None
-    # K snapshots: the best-validation model t* and every `snapshot_every` epochs after it.
+    # K snapshots: the best-validation model t* and K - 1 of the models kept every
+    # `snapshot_every` `snapshot_unit`s ("epochs" or "steps") after it, evenly spaced when more
+    # were kept.
     snapshots: int = 6
     snapshot_every: int = 20
+    snapshot_unit: str = "epochs"
     # Fraction of candidates nearest the existing meta set dropped before clustering.
     drop_fraction: float = 0.5
     kmeans_iters: int = 200
@@ -324,6 +327,7 @@ class SelectionConf(SelectorConf):
         require(
             sel.snapshot_every >= 1, f"selector.snapshot_every={sel.snapshot_every} must be >= 1."
         )
+        choice(cfg, "selector.snapshot_unit", ("epochs", "steps"))
         require(
             0 <= sel.drop_fraction < 1,
             f"selector.drop_fraction={sel.drop_fraction} must be in [0, 1).",

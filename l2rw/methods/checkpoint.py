@@ -140,5 +140,12 @@ def snapshot_steps(folder: Path) -> list[int]:
     return sorted(int(p.stem.split("-", 1)[1]) for p in Path(folder).glob("step-*.pt"))
 
 
+def remove_snapshots_through(folder: Path, step: int) -> None:
+    """Delete the `step-<n>` snapshots with n <= `step` (none is read once a later best exists)."""
+    for n in snapshot_steps(folder):
+        if n <= step:
+            (Path(folder) / f"step-{n}.pt").unlink(missing_ok=True)
+
+
 def load_snapshot(folder: Path, tag: str, device: torch.device) -> dict[str, Any]:
     return torch.load(Path(folder) / f"{tag}.pt", map_location=device, weights_only=True)

@@ -29,6 +29,7 @@ from l2rw.methods.checkpoint import (
     checkpoint_identity,
     load_checkpoint,
     remove_checkpoint,
+    remove_snapshots_through,
     save_checkpoint,
     save_rule_state,
     save_snapshot,
@@ -74,7 +75,9 @@ class Phase:
     # Class-balanced batches (RESAMPLE) instead of shuffled epochs.
     balanced: bool = False
     # Keep the model's state every this many steps, for selection, and the best-validation and
-    # final states (None: keep none).
+    # final states (None: keep none). Selection reads only the states after the best-validation
+    # one, so those kept before a new best are deleted when it is found: the disk holds the
+    # window after the best so far, however fine the interval.
     snapshot_every: int | None = None
     # Keep the best-validation and final states (a later stage starts from one of them).
     keep_best: bool = False
@@ -99,6 +102,11 @@ def snapshot_folder(folder: Path, phase_name: str) -> Path:
     return Path(folder) / f"snapshots-{phase_name}"
 
 
+def snapshot_interval(every: int, unit: str, per_epoch: int) -> int:
+    """Steps between kept snapshots: `every` epochs of `per_epoch` steps, or `every` steps."""
+    return every * per_epoch if unit == "epochs" else every
+
+
 def plan_phase(
     ctx: RunContext,
     name: str = "train",
@@ -106,7 +114,8 @@ def plan_phase(
     folder: Path | None = None,
     step_offset: int = 0,
     balanced: bool = False,
-    snapshot_every_epochs: int | None = None,
+    snapshot_every: int | None = None,
+    snapshot_unit: str = "epochs",
     keep_best: bool = False,
 ) -> Phase:
     """The phase `name` over `ctx.data.train` with the schedule of `ctx.cfg.train`, whose
@@ -131,7 +140,11 @@ def plan_phase(
         checkpoint_every=train.checkpoint_every * unit,
         step_offset=step_offset,
         balanced=balanced,
-        snapshot_every=None if snapshot_every_epochs is None else snapshot_every_epochs * per_epoch,
+        snapshot_every=(
+            None
+            if snapshot_every is None
+            else snapshot_interval(snapshot_every, snapshot_unit, per_epoch)
+        ),
         keep_best=keep_best,
     )
 
@@ -255,6 +268,7 @@ def train_loop(ctx: RunContext, rule: StepRule, phase: Phase | None = None) -> d
             evals = _evaluate(ctx, preprocess)
             if _track(progress, evals, done) and phase.keeps_snapshots:
                 save_snapshot(phase.snapshot_folder, "best", model)
+                remove_snapshots_through(phase.snapshot_folder, done)
             train_loss = progress.loss_sum / progress.loss_count
             progress.loss_sum, progress.loss_count = 0.0, 0
             row = {"train/loss": train_loss, "lr": lr_schedule.get_last_lr()[0]}
@@ -268,7 +282,8 @@ def train_loop(ctx: RunContext, rule: StepRule, phase: Phase | None = None) -> d
             )
             ctx.tracker.log(row, phase.step_offset + done)
             bar.set_postfix(loss=f"{train_loss:.3f}", test_acc=f"{evals['test']['acc']:.4f}")
-        if phase.snapshot_every and done % phase.snapshot_every == 0:
+        after_best = done > progress.best_step  # the best's own state is kept as "best"
+        if phase.snapshot_every and done % phase.snapshot_every == 0 and after_best:
             save_snapshot(phase.snapshot_folder, f"step-{done}", model)
         if done % phase.checkpoint_every == 0 and done < phase.total:
             save_checkpoint(

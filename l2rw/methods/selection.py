@@ -34,7 +34,7 @@ from l2rw.data.splits import DataBundle, Split, data_facts
 from l2rw.methods.checkpoint import load_rule_state, snapshot_steps
 from l2rw.methods.context import RunContext
 from l2rw.methods.diagnostics import boundary_distance, weights_auc
-from l2rw.methods.loop import plan_phase, train_loop, train_method
+from l2rw.methods.loop import plan_phase, snapshot_interval, train_loop, train_method
 from l2rw.methods.phases import (
     PhaseResult,
     finetune,
@@ -57,6 +57,10 @@ WARMUP_IRRELEVANT = ("selector", "report", "scales", "per_dataset")
 FEATURES_MAX_ROWS = 2000
 
 
+# What a round's record in `selection.rounds` copies from its round-<r>.json.
+ROUND_FACTS = ("snapshots", "snapshot_steps", "theorem_checks")
+
+
 def selection_pipeline(ctx: RunContext) -> dict[str, Any]:
     cfg, sel = ctx.cfg, ctx.cfg.selector
     label_free = sel.label_free if sel.label_free is not None else cfg.noise.name != "none"
@@ -69,15 +73,15 @@ def selection_pipeline(ctx: RunContext) -> dict[str, Any]:
     while len(data.clean) < sel.budget:
         r += 1
         k = min(sel.per_round or sel.budget, sel.budget - len(data.clean))
-        positions, noisy, selection, checks = _select(ctx, r, prev, data, k, label_free)
+        positions, noisy, selection, picked = _select(ctx, r, prev, data, k, label_free)
+        checks = picked.get("theorem_checks", {})
         candidate_classes = data.train.y_true
         chosen = data.train.index[positions.cpu().numpy()].tolist()
         data = move_to_meta(data, positions)
         prev = _round(ctx, r, data, prev, offset)
         offset += prev.steps
         rounds.append(_summary(prev, r, chosen, noisy, len(data.clean)))
-        if checks:
-            rounds[-1]["theorem_checks"] = checks
+        rounds[-1].update({k: picked[k] for k in ROUND_FACTS if k in picked})
         if prev.out["status"] != "completed":
             break
 
@@ -131,6 +135,7 @@ def warmup_setting(ctx: RunContext) -> dict[str, Any]:
     config = OmegaConf.to_container(ctx.cfg, resolve=True)
     setting = setting_of(config, ignore=WARMUP_IRRELEVANT)  # type: ignore[arg-type]
     setting["snapshot_every"] = ctx.cfg.selector.snapshot_every
+    setting["snapshot_unit"] = ctx.cfg.selector.snapshot_unit
     setting["pretrain"] = ctx.cfg.selector.pretrain
     return setting
 
@@ -179,16 +184,20 @@ def _train_phase(
     folder: Path,
     offset: int,
     plain: bool = False,
+    selection_follows: bool = True,
 ) -> PhaseResult:
-    """Meta re-weighting (`plain`: uniform weights) from scratch on `data`, keeping snapshots
-    every P epochs."""
+    """Meta re-weighting (`plain`: uniform weights) from scratch on `data`, keeping its best and
+    final models and, when a selection round follows, the snapshots it reads every P."""
+    sel = ctx.cfg.selector
     data_ctx = replace(ctx, data=data)
     phase = plan_phase(
         data_ctx,
         name,
         folder=folder,
         step_offset=offset,
-        snapshot_every_epochs=ctx.cfg.selector.snapshot_every,
+        snapshot_every=sel.snapshot_every if selection_follows else None,
+        snapshot_unit=sel.snapshot_unit,
+        keep_best=True,
     )
 
     def train() -> dict[str, Any]:
@@ -210,8 +219,12 @@ def _train_phase(
 def _round(
     ctx: RunContext, r: int, data: DataBundle, prev: PhaseResult, offset: int
 ) -> PhaseResult:
-    if ctx.cfg.selector.round_training == "reweight":
-        return _train_phase(ctx, f"round{r}", r, data, ctx.run_dir, offset)
+    sel = ctx.cfg.selector
+    if sel.round_training == "reweight":
+        follows = len(data.clean) < sel.budget
+        return _train_phase(
+            ctx, f"round{r}", r, data, ctx.run_dir, offset, selection_follows=follows
+        )
     return _finetune(ctx, r, data, prev, offset)
 
 
@@ -231,7 +244,9 @@ def _finetune(
         eval_every=per_epoch,
         lr=None,
         step_offset=offset,
-        snapshot_every=per_epoch * cfg.selector.snapshot_every,
+        snapshot_every=snapshot_interval(
+            cfg.selector.snapshot_every, cfg.selector.snapshot_unit, per_epoch
+        ),
     )
 
     def train() -> dict[str, Any]:
@@ -246,31 +261,46 @@ def _snapshot_model(ctx: RunContext, folder: Path, tag: str) -> nn.Module:
     return load_snapshot_into(fresh_model(ctx, 0), folder, tag)
 
 
-def selection_models(ctx: RunContext, prev: PhaseResult) -> list[nn.Module]:
-    """Algorithm 3's snapshots: the best-validation model t* and the models kept every P epochs
-    after it, K in all (fewer when the phase ended first)."""
-    sel = ctx.cfg.selector
-    after = [s for s in snapshot_steps(prev.snapshot_folder) if s > prev.best_step]
-    tags = ["best", *(f"step-{s}" for s in after)][: sel.snapshots]
-    return [_snapshot_model(ctx, prev.snapshot_folder, tag).eval() for tag in tags]
+def selection_steps(kept: list[int], best_step: int, k: int) -> list[int]:
+    """Algorithm 3's time steps besides t*: K - 1 of the kept steps after `best_step`, evenly
+    spaced from the first to the last ("uniformly sample K models from t* + 1 .. T"); all of
+    them when there are no more than K - 1."""
+    after = [s for s in kept if s > best_step]
+    if len(after) <= k - 1:
+        return after
+    positions = np.floor(np.linspace(0, len(after) - 1, k - 1) + 0.5).astype(int)  # half up
+    return [after[i] for i in positions]
+
+
+def selection_models(ctx: RunContext, prev: PhaseResult) -> dict[int, nn.Module]:
+    """Algorithm 3's snapshots by the phase's step: the best-validation model t* first, then
+    K - 1 of those kept every P epochs after it (`selection_steps`), K in all (fewer when the
+    phase ended first)."""
+    steps = selection_steps(
+        snapshot_steps(prev.snapshot_folder), prev.best_step, ctx.cfg.selector.snapshots
+    )
+    tags = {prev.best_step: "best", **{s: f"step-{s}" for s in steps}}
+    return {s: _snapshot_model(ctx, prev.snapshot_folder, t).eval() for s, t in tags.items()}
 
 
 def _select(
     ctx: RunContext, r: int, prev: PhaseResult, data: DataBundle, k: int, label_free: bool
 ) -> tuple[torch.Tensor, int, Selection | None, dict[str, Any]]:
     """Round r's picks as positions in `data.train` (read back when the round was selected
-    before), how many of them had a wrong label, and the selector's diagnostics (kept in
-    round-<r>.json with the picks)."""
+    before), how many of them had a wrong label, the selection (None when read back) and
+    round-<r>.json's content: the picks by source index, the snapshots read (how many, and
+    their steps in the previous phase, t* first) and the selector's diagnostics."""
     path = ctx.run_dir / f"round-{r}.json"
     selection = None
     if path.exists():
         saved = json.loads(path.read_text())
-        chosen, checks = saved["selected"], saved.get("theorem_checks", {})
+        chosen = saved["selected"]
         where = {int(s): i for i, s in enumerate(data.train.index)}
         positions = torch.tensor([where[s] for s in chosen], device=data.train.y.device)
     else:
         cfg = ctx.cfg
-        models = selection_models(ctx, prev)
+        snapshots = selection_models(ctx, prev)
+        models = list(snapshots.values())
         with torch.no_grad():
             x = ctx.preprocess(data.train.x)
             meta_x = ctx.preprocess(data.clean.x)
@@ -287,22 +317,24 @@ def _select(
             y_true=data.train.y_true,
         )
         selection = SELECTORS.get(cfg.selector.name)(candidates, k)
-        checks = selection.diagnostics
         positions = selection.indices.to(data.train.y.device)
         if len(set(positions.tolist())) != len(positions):
             raise RuntimeError(f"selector {cfg.selector.name} picked an example twice")
         saved = {
             "selected": data.train.index[positions.cpu().numpy()].tolist(),
             "snapshots": len(models),
+            "snapshot_steps": list(snapshots),
         }
-        write_json_atomic(path, {**saved, "theorem_checks": checks} if checks else saved)
+        if selection.diagnostics:
+            saved["theorem_checks"] = selection.diagnostics
+        write_json_atomic(path, saved)
     noisy = int((data.train.y[positions] != data.train.y_true[positions]).sum())
     log.info(
         "Round %d: %d examples selected, %d of them had a wrong label.", r, len(positions), noisy
     )
-    if checks:
-        log.info("Round %d, the theorems' checks: %s", r, checks)
-    return positions, noisy, selection, checks
+    if "theorem_checks" in saved:
+        log.info("Round %d, the theorems' checks: %s", r, saved["theorem_checks"])
+    return positions, noisy, selection, saved
 
 
 def _summary(
