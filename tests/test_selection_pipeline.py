@@ -83,6 +83,15 @@ def test_finetune_trains_the_warmup_model_on_the_meta_set(tiny_cfg, tmp_path):
     assert record["selection"]["rounds"][1]["steps"] == 10
 
 
+def test_finetune_runs_at_its_own_learning_rate(tiny_cfg, tmp_path):
+    cfg = toy(tiny_cfg, tmp_path, "selector=finetune", "selector.finetune_lr=0.003")
+    record = run(cfg, tmp_path / "job")
+    warmup_steps = record["selection"]["rounds"][0]["steps"]
+    rows = [json.loads(line) for line in (tmp_path / "job" / "metrics.jsonl").open()]
+    assert {r["lr"] for r in rows if r["step"] <= warmup_steps} == {0.1}
+    assert {r["lr"] for r in rows if r["step"] > warmup_steps} == {0.003}
+
+
 def test_l2rw_as_the_reweighting_algorithm(tiny_cfg, tmp_path):
     record = run(toy(tiny_cfg, tmp_path, "selector=rbc", "method=l2rw"), tmp_path / "job")
     assert record["status"] == "completed", record["error"]

@@ -286,8 +286,10 @@ class SelectionConf(SelectorConf):
     # After each selection: "reweight" (meta re-weighting from scratch with the grown meta set)
     # or "finetune" (the previous model trained further on the meta set alone).
     round_training: str = "reweight"
-    # Epochs of a "finetune" round.
+    # Epochs of a "finetune" round, and its constant learning rate (null: train.lr, the
+    # re-weighting phases' optimiser, as the authors' code does).
     finetune_epochs: int = 10
+    finetune_lr: float | None = None
     # Reuse the warm-up of the same (data, noise, model, method, seed) across selectors.
     cache_warmup: bool = True
     # The pre-training phase (RBC Table 10): true, the warm-up is meta re-weighting with the
@@ -324,6 +326,10 @@ class SelectionConf(SelectorConf):
             f"selector.per_round={sel.per_round} must be positive (or null).",
         )
         require(sel.snapshots >= 1, f"selector.snapshots={sel.snapshots} must be >= 1.")
+        require(
+            sel.finetune_lr is None or sel.finetune_lr > 0,
+            f"selector.finetune_lr={sel.finetune_lr} must be positive (or null: train.lr).",
+        )
         require(
             sel.snapshot_every >= 1, f"selector.snapshot_every={sel.snapshot_every} must be >= 1."
         )

@@ -232,7 +232,8 @@ def _finetune(
     ctx: RunContext, r: int, data: DataBundle, prev: PhaseResult, offset: int
 ) -> PhaseResult:
     """The previous phase's best-validation model trained further on the meta set alone, with
-    plain SGD at train.lr for `selector.finetune_epochs` (the paper's "Fine-tuning" row)."""
+    plain SGD at `selector.finetune_lr` (null: train.lr) for `selector.finetune_epochs` (the
+    paper's "Fine-tuning" row)."""
     cfg = ctx.cfg
     batch = min(cfg.train.batch_size, len(data.clean))
     per_epoch = steps_per_epoch(len(data.clean), batch)
@@ -242,7 +243,7 @@ def _finetune(
         steps=cfg.selector.finetune_epochs * per_epoch,
         batch_size=batch,
         eval_every=per_epoch,
-        lr=None,
+        lr=cfg.selector.finetune_lr,
         step_offset=offset,
         snapshot_every=snapshot_interval(
             cfg.selector.snapshot_every, cfg.selector.snapshot_unit, per_epoch
