@@ -6,15 +6,24 @@ with the median milliseconds per step and its ratio to the SGD step. The meta re
 engines are labelled meta_reweight_fast and meta_reweight_reference.
 
     python scripts/bench_meta_step.py [--repeats 30] [--threads N] [--device cuda]
+    python scripts/bench_meta_step.py --count-ops
+
+`--count-ops` times nothing: it counts the operations each step dispatches to ATen that do
+arithmetic (views, aliases, detaches and autograd's shape checks are left out), at the
+settings' batch sizes. On a GPU at these batch sizes every such operation is at least one kernel
+launch and the steps are bound by launches, so the ratio of counts is a hardware-independent
+account of the timed ratio there.
 """
 
 import argparse
 import json
 import statistics
 import time
+from collections import Counter
 
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from l2rw.meta import l2rw_step, meta_reweight_step
 from l2rw.models import build_model
@@ -100,6 +109,71 @@ def bench(name, shape, k, batch, val_batch, repeats, warmup, device) -> list[dic
     ]
 
 
+# Operations that launch no kernel: views, aliases, detaches, autograd's shape checks.
+NO_KERNEL = (
+    "alias",
+    "as_strided",
+    "detach",
+    "expand",
+    "_has_same_storage_numel",
+    "is_same_size",
+    "permute",
+    "_reshape_alias",
+    "squeeze",
+    "t.default",
+    "transpose",
+    "_unsafe_view",
+    "unsqueeze",
+    "view",
+)
+
+
+class _OpCounter(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: Counter[str] = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.counts[str(func)] += 1
+        return func(*args, **(kwargs or {}))
+
+    @property
+    def arithmetic(self) -> int:
+        return sum(n for op, n in self.counts.items() if not any(k in op for k in NO_KERNEL))
+
+
+def count_ops(name, shape, k, batch, val_batch, device) -> list[dict]:
+    """Operations dispatched by one step of each engine (after two warm-up steps, so that the
+    optimizer has momentum buffers), the optimizer in its multi-tensor form, which
+    torch.optim.SGD takes by default on a GPU."""
+    torch.manual_seed(0)
+    model = build_model(name, k).to(device).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, foreach=True)
+    x = torch.randn(batch, *shape, device=device)
+    y = torch.randint(0, k, (batch,), device=device)
+    x_val = torch.randn(val_batch, *shape, device=device)
+    y_val = torch.randint(0, k, (val_batch,), device=device)
+    counts = {}
+    for engine, step in STEPS.items():
+        for _ in range(2):
+            step(model, optimizer, x, y, x_val, y_val)
+        with _OpCounter() as counter:
+            step(model, optimizer, x, y, x_val, y_val)
+        counts[engine] = counter.arithmetic
+    return [
+        {
+            "model": name,
+            "batch": batch,
+            "val_batch": val_batch,
+            "torch": torch.__version__,
+            "engine": engine,
+            "ops_per_step": n,
+            "ratio_vs_sgd": round(n / counts["sgd"], 3),
+        }
+        for engine, n in counts.items()
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=30)
@@ -107,12 +181,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--models", nargs="*", default=[s[0] for s in SETTINGS])
+    parser.add_argument("--count-ops", action="store_true", help="count operations, time nothing")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
     for setting in SETTINGS:
         if setting[0] in args.models:
-            for row in bench(*setting, args.repeats, args.warmup, torch.device(args.device)):
+            if args.count_ops:
+                rows = count_ops(*setting, device)
+            else:
+                rows = bench(*setting, args.repeats, args.warmup, device)
+            for row in rows:
                 print(json.dumps(row), flush=True)
 
 

@@ -8,18 +8,19 @@ forward-mode JVP of the per-example training losses in the direction grad L_val(
 look-ahead model and takes a second-order backward, exactly as Algorithm 1 is written; tests
 compare the two.
 
-Meta passes run the model in train mode (batch statistics, as the authors did) on copies of its
-buffers, so BatchNorm running statistics are only updated by the real step.
+Meta passes run the model in train mode (batch statistics, as the authors did) without updating
+its BatchNorm running statistics (`l2rw.meta.passes`): only the real step updates them.
 """
 
 from collections.abc import Callable
-from contextlib import contextmanager
 
 import torch
 import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
+
+from l2rw.meta.passes import batch_statistics, train_mode
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -33,20 +34,6 @@ def normalize_weights(scores: Tensor) -> Tensor:
     rectified = scores.clamp(min=0)
     total = rectified.sum()
     return rectified / (total + (total == 0).to(total.dtype))
-
-
-@contextmanager
-def _train_mode(model: nn.Module):
-    was_training = model.training
-    model.train()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
-def _buffer_copies(model: nn.Module) -> dict[str, Tensor]:
-    return {name: b.detach().clone() for name, b in model.named_buffers()}
 
 
 def _trainable(model: nn.Module) -> dict[str, Tensor]:
@@ -68,10 +55,12 @@ def validation_gradient(
     loss_fn: LossFn = cross_entropy_per_example,
     val_weight_decay: float = 0.0,
 ) -> dict[str, Tensor]:
-    """grad of the mean validation loss at the current parameters, in train mode, buffers copied."""
+    """grad of the mean validation loss at the current parameters, in train mode, with batch
+    statistics and no update of the running ones."""
     params = _trainable(model)
-    out = functional_call(model, (params, _buffer_copies(model)), (x_val,))
-    grads = torch.autograd.grad(loss_fn(out, y_val).mean(), list(params.values()))
+    with batch_statistics(model) as buffers:
+        out = functional_call(model, (params, buffers), (x_val,))
+        grads = torch.autograd.grad(loss_fn(out, y_val).mean(), list(params.values()))
     g_val = dict(zip(params, grads, strict=True))
     if val_weight_decay:
         decay = _kernel_decay(params, val_weight_decay)
@@ -97,8 +86,8 @@ def _dual_losses(
 
 def _fast_scores(model, x, y, x_val, y_val, loss_fn, val_weight_decay) -> Tensor:
     g_val = validation_gradient(model, x_val, y_val, loss_fn, val_weight_decay)
-    with torch.no_grad(), fwAD.dual_level():
-        _, scores = _dual_losses(model, x, y, g_val, loss_fn, _buffer_copies(model))
+    with torch.no_grad(), fwAD.dual_level(), batch_statistics(model) as buffers:
+        _, scores = _dual_losses(model, x, y, g_val, loss_fn, buffers)
     return scores
 
 
@@ -106,16 +95,17 @@ def _reference_scores(model, x, y, x_val, y_val, loss_fn, val_weight_decay) -> T
     """-d L_val(theta_hat(eps)) / d eps at eps = 0 through an explicit SGD look-ahead (Alg. 1)."""
     params = _trainable(model)
     eps = torch.zeros(x.shape[0], device=x.device, dtype=x.dtype, requires_grad=True)
-    out = functional_call(model, (params, _buffer_copies(model)), (x,))
-    weighted = (eps * loss_fn(out, y)).sum()
-    grads = torch.autograd.grad(weighted, list(params.values()), create_graph=True)
-    lookahead = {name: p - g for (name, p), g in zip(params.items(), grads, strict=True)}
-    out_val = functional_call(model, (lookahead, _buffer_copies(model)), (x_val,))
-    val_loss = loss_fn(out_val, y_val).mean()
-    if val_weight_decay:
-        kernels = [p for p in lookahead.values() if p.ndim > 1]
-        val_loss = val_loss + 0.5 * val_weight_decay * sum((p * p).sum() for p in kernels)
-    (grad_eps,) = torch.autograd.grad(val_loss, eps)
+    with batch_statistics(model) as buffers:
+        out = functional_call(model, (params, buffers), (x,))
+        weighted = (eps * loss_fn(out, y)).sum()
+        grads = torch.autograd.grad(weighted, list(params.values()), create_graph=True)
+        lookahead = {name: p - g for (name, p), g in zip(params.items(), grads, strict=True)}
+        out_val = functional_call(model, (lookahead, buffers), (x_val,))
+        val_loss = loss_fn(out_val, y_val).mean()
+        if val_weight_decay:
+            kernels = [p for p in lookahead.values() if p.ndim > 1]
+            val_loss = val_loss + 0.5 * val_weight_decay * sum((p * p).sum() for p in kernels)
+        (grad_eps,) = torch.autograd.grad(val_loss, eps)
     return -grad_eps
 
 
@@ -140,7 +130,7 @@ def l2rw_weights(
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {sorted(ENGINES)}, got {engine!r}")
-    with _train_mode(model):
+    with train_mode(model):
         scores = ENGINES[engine](model, x, y, x_val, y_val, loss_fn, val_weight_decay)
     return normalize_weights(scores.detach())
 

@@ -32,8 +32,11 @@ the meta batch, and the JVP (about three forwards). The reference engine differe
 through a functional look-ahead with a second-order backward, as the method is written; tests
 compare the two.
 
-The model runs in train mode. The look-ahead passes use batch statistics on copies of the
-buffers, so BatchNorm running statistics are only updated by the real step's forward.
+The model runs in train mode. The look-ahead passes use batch statistics and update no running
+statistics (`l2rw.meta.passes`), so those are only updated by the real step's forward. The
+look-ahead and the JVP's direction are computed with multi-tensor (`torch._foreach_*`)
+operations per optimizer group: on a GPU, where these steps are bound by kernel launches, the
+number of dispatched operations sets their cost (`scripts/bench_meta_step.py --count-ops`).
 
 Randomness (dropout): the one set of masks drawn on the training batch is used for the
 look-ahead gradient, for the per-example gradients of g (the JVP pass replays the RNG state of
@@ -50,13 +53,15 @@ import torch.autograd.forward_ad as fwAD
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from l2rw.meta.l2rw import LossFn, _buffer_copies, _train_mode, cross_entropy_per_example
+from l2rw.meta.l2rw import LossFn, cross_entropy_per_example
+from l2rw.meta.passes import batch_statistics, train_mode
 
 
 @dataclass(frozen=True)
-class _SGDSlot:
-    """torch.optim.SGD's update rule for one parameter, with its group's hyper-parameters and
-    its current momentum buffer (read, never written)."""
+class _SGDRule:
+    """torch.optim.SGD's update rule for parameters of one group that are alike in having a
+    momentum buffer or not (`buffers` None: the first step), with the group's hyper-parameters
+    and those buffers (read, never written)."""
 
     lr: float
     momentum: float
@@ -64,52 +69,94 @@ class _SGDSlot:
     nesterov: bool
     weight_decay: float
     sign: float
-    buffer: Tensor | None
+    names: tuple[str, ...]
+    buffers: tuple[Tensor, ...] | None
 
-    def lookahead(self, param: Tensor, grad: Tensor) -> Tensor:
-        """theta_hat = theta - lr * u, out of place (differentiable in grad)."""
-        d = self.sign * grad
+    def lookahead(self, params: list[Tensor], grads: list[Tensor], at: list[int]) -> list[Tensor]:
+        """theta_hat = theta - lr * u for the parameters at positions `at` of `names`, out of
+        place (differentiable in grads), as few multi-tensor operations: the same elementwise
+        arithmetic as SGD's single-tensor path, less the products by exactly 1."""
+        d = grads if self.sign == 1 else torch._foreach_mul(grads, self.sign)
         if self.weight_decay:
-            d = d + self.weight_decay * param
+            d = torch._foreach_add(d, torch._foreach_mul(params, self.weight_decay))
         if self.momentum:
-            buf = (
-                d if self.buffer is None else self.momentum * self.buffer + (1 - self.dampening) * d
+            if self.buffers is None:
+                buf = d
+            else:
+                old = torch._foreach_mul([self.buffers[i] for i in at], self.momentum)
+                step = d if self.dampening == 0 else torch._foreach_mul(d, 1 - self.dampening)
+                buf = torch._foreach_add(old, step)
+            d = (
+                torch._foreach_add(d, torch._foreach_mul(buf, self.momentum))
+                if self.nesterov
+                else buf
             )
-            d = d + self.momentum * buf if self.nesterov else buf
-        return param - self.lr * d
+        return torch._foreach_sub(params, torch._foreach_mul(d, self.lr))
 
     @property
     def coefficient(self) -> float:
         """c = d u / d G (see the module docstring)."""
         if not self.momentum:
             return self.sign
-        k = 1.0 if self.buffer is None else 1.0 - self.dampening
+        k = 1.0 if self.buffers is None else 1.0 - self.dampening
         return self.sign * (1.0 + self.momentum * k if self.nesterov else k)
 
 
-def _sgd_slots(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, _SGDSlot]:
-    """The update rule of every trainable model parameter that the optimizer steps."""
+def _sgd_rules(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[_SGDRule]:
+    """The update rules of the trainable model parameters that the optimizer steps."""
     if not isinstance(optimizer, torch.optim.SGD):
         raise ValueError(
             f"meta re-weighting supports torch.optim.SGD only, got {type(optimizer).__name__}"
         )
     names = {p: name for name, p in model.named_parameters() if p.requires_grad}
-    slots = {}
+    rules = []
     for group in optimizer.param_groups:
-        for p in group["params"]:
-            if p in names:
-                slots[names[p]] = _SGDSlot(
-                    lr=float(group["lr"]),
-                    momentum=float(group["momentum"]),
-                    dampening=float(group["dampening"]),
-                    nesterov=bool(group["nesterov"]),
-                    weight_decay=float(group["weight_decay"]),
-                    sign=-1.0 if group.get("maximize", False) else 1.0,
-                    buffer=optimizer.state.get(p, {}).get("momentum_buffer"),
+        stepped = [p for p in group["params"] if p in names]
+        buffers = [optimizer.state.get(p, {}).get("momentum_buffer") for p in stepped]
+        for first in (True, False):
+            alike = [(p, b) for p, b in zip(stepped, buffers, strict=True) if (b is None) == first]
+            if alike:
+                rules.append(
+                    _SGDRule(
+                        lr=float(group["lr"]),
+                        momentum=float(group["momentum"]),
+                        dampening=float(group["dampening"]),
+                        nesterov=bool(group["nesterov"]),
+                        weight_decay=float(group["weight_decay"]),
+                        sign=-1.0 if group.get("maximize", False) else 1.0,
+                        names=tuple(names[p] for p, _ in alike),
+                        buffers=None if first else tuple(b for _, b in alike),
+                    )
                 )
-    if not slots:
+    if not rules:
         raise ValueError("the optimizer steps none of the model's trainable parameters")
-    return slots
+    return rules
+
+
+def _lookahead(
+    rules: list[_SGDRule], params: dict[str, Tensor], grads: dict[str, Tensor]
+) -> dict[str, Tensor]:
+    """theta_hat for the parameters that have a gradient (the others keep theta: they do not
+    depend on w)."""
+    out = {}
+    for rule in rules:
+        at = [i for i, n in enumerate(rule.names) if n in grads]
+        if at:
+            names = [rule.names[i] for i in at]
+            moved = rule.lookahead([params[n] for n in names], [grads[n] for n in names], at)
+            out.update(zip(names, moved, strict=True))
+    return out
+
+
+def _tangent(rules: list[_SGDRule], meta_grads: dict[str, Tensor]) -> dict[str, Tensor]:
+    """lr * c * v per parameter: the direction of the JVP that yields g."""
+    out = {}
+    for rule in rules:
+        names = [n for n in rule.names if n in meta_grads]
+        if names:
+            scaled = torch._foreach_mul([meta_grads[n] for n in names], rule.lr * rule.coefficient)
+            out.update(zip(names, scaled, strict=True))
+    return out
 
 
 def _rng_state(device: torch.device) -> tuple[Tensor, Tensor | None]:
@@ -136,7 +183,7 @@ def _replaying(state: tuple[Tensor, Tensor | None], device: torch.device) -> Ite
 
 def _fast_grad(
     model: nn.Module,
-    slots: dict[str, _SGDSlot],
+    rules: list[_SGDRule],
     x: Tensor,
     y: Tensor,
     w: Tensor,
@@ -150,33 +197,29 @@ def _fast_grad(
 
     The graph of `losses` is kept, so that the real update can reuse it."""
     params = dict(model.named_parameters())
-    names = list(slots)
+    names = [n for rule in rules for n in rule.names]
     grads = torch.autograd.grad(
         (w * losses).mean(), [params[n] for n in names], retain_graph=True, allow_unused=True
     )
-    with torch.no_grad():  # parameters unused on x keep theta: they do not depend on w
-        lookahead = {
-            n: slots[n].lookahead(params[n], grad).requires_grad_()
-            for n, grad in zip(names, grads, strict=True)
-            if grad is not None
-        }
-    out_meta = functional_call(model, (lookahead, _buffer_copies(model)), (x_meta,))
-    meta_grads = torch.autograd.grad(
-        loss_fn(out_meta, y_meta).mean(), list(lookahead.values()), materialize_grads=True
-    )
-    with torch.no_grad(), fwAD.dual_level(), _replaying(rng, x.device):
-        duals = {
-            n: fwAD.make_dual(params[n], slots[n].lr * slots[n].coefficient * v)
-            for n, v in zip(lookahead, meta_grads, strict=True)
-        }
-        out = functional_call(model, (duals, _buffer_copies(model)), (x,))
-        jvp = fwAD.unpack_dual(loss_fn(out, y)).tangent
+    used = {n: g for n, g in zip(names, grads, strict=True) if g is not None}
+    with torch.no_grad():
+        lookahead = {n: p.requires_grad_() for n, p in _lookahead(rules, params, used).items()}
+    with batch_statistics(model) as buffers:
+        out_meta = functional_call(model, (lookahead, buffers), (x_meta,))
+        meta_grads = torch.autograd.grad(
+            loss_fn(out_meta, y_meta).mean(), list(lookahead.values()), materialize_grads=True
+        )
+        tangents = _tangent(rules, dict(zip(lookahead, meta_grads, strict=True)))
+        with torch.no_grad(), fwAD.dual_level(), _replaying(rng, x.device):
+            duals = {n: fwAD.make_dual(params[n], t) for n, t in tangents.items()}
+            out = functional_call(model, (duals, buffers), (x,))
+            jvp = fwAD.unpack_dual(loss_fn(out, y)).tangent
     return -jvp / x.shape[0]
 
 
 def _reference_grad(
     model: nn.Module,
-    slots: dict[str, _SGDSlot],
+    rules: list[_SGDRule],
     x: Tensor,
     y: Tensor,
     w: Tensor,
@@ -186,20 +229,18 @@ def _reference_grad(
 ) -> Tensor:
     """d L_meta(theta_hat(w)) / d w through an explicit, differentiable optimizer look-ahead."""
     params = dict(model.named_parameters())
-    names = list(slots)
+    names = [n for rule in rules for n in rule.names]
     w_leaf = w.detach().clone().requires_grad_()
-    out = functional_call(model, _buffer_copies(model), (x,))
-    train_loss = (w_leaf * loss_fn(out, y)).mean()
-    grads = torch.autograd.grad(
-        train_loss, [params[n] for n in names], create_graph=True, allow_unused=True
-    )
-    lookahead = {
-        n: slots[n].lookahead(params[n], grad)
-        for n, grad in zip(names, grads, strict=True)
-        if grad is not None
-    }
-    out_meta = functional_call(model, (lookahead, _buffer_copies(model)), (x_meta,))
-    (g,) = torch.autograd.grad(loss_fn(out_meta, y_meta).mean(), w_leaf)
+    with batch_statistics(model) as buffers:
+        out = functional_call(model, buffers, (x,))
+        train_loss = (w_leaf * loss_fn(out, y)).mean()
+        grads = torch.autograd.grad(
+            train_loss, [params[n] for n in names], create_graph=True, allow_unused=True
+        )
+        used = {n: g for n, g in zip(names, grads, strict=True) if g is not None}
+        lookahead = _lookahead(rules, params, used)
+        out_meta = functional_call(model, (lookahead, buffers), (x_meta,))
+        (g,) = torch.autograd.grad(loss_fn(out_meta, y_meta).mean(), w_leaf)
     return g
 
 
@@ -232,15 +273,16 @@ def meta_reweight_grad(
     running statistics), train/eval mode and optimizer state. Only torch.optim.SGD is supported.
     """
     _check(engine, x, w)
-    slots = _sgd_slots(model, optimizer)
+    rules = _sgd_rules(model, optimizer)
     w = w.detach()
-    with _train_mode(model):
+    with train_mode(model):
         if engine == "reference":
-            g = _reference_grad(model, slots, x, y, w, x_meta, y_meta, loss_fn)
+            g = _reference_grad(model, rules, x, y, w, x_meta, y_meta, loss_fn)
         else:
             rng = _rng_state(x.device)
-            losses = loss_fn(functional_call(model, _buffer_copies(model), (x,)), y)
-            g = _fast_grad(model, slots, x, y, w, losses, x_meta, y_meta, loss_fn, rng)
+            with batch_statistics(model) as buffers:
+                losses = loss_fn(functional_call(model, buffers, (x,)), y)
+            g = _fast_grad(model, rules, x, y, w, losses, x_meta, y_meta, loss_fn, rng)
     return g.detach().to(w.dtype)
 
 
@@ -265,17 +307,17 @@ def meta_reweight_step(
     model is put in train mode; its running statistics are updated once, by the real step.
     """
     _check(engine, x, w)
-    slots = _sgd_slots(model, optimizer)
+    rules = _sgd_rules(model, optimizer)
     w = w.detach()
     model.train()
     rng = _rng_state(x.device)
     if engine == "reference":
-        g = _reference_grad(model, slots, x, y, w, x_meta, y_meta, loss_fn)
+        g = _reference_grad(model, rules, x, y, w, x_meta, y_meta, loss_fn)
         with _replaying(rng, x.device):
             losses = loss_fn(model(x), y)
     else:
         losses = loss_fn(model(x), y)
-        g = _fast_grad(model, slots, x, y, w, losses, x_meta, y_meta, loss_fn, rng)
+        g = _fast_grad(model, rules, x, y, w, losses, x_meta, y_meta, loss_fn, rng)
     w_new = (w - meta_lr * g.detach().to(w.dtype)).clamp(*clamp)
     optimizer.zero_grad()
     (w_new * losses).mean().backward()
