@@ -8,22 +8,18 @@ engines are labelled meta_reweight_fast and meta_reweight_reference.
     python scripts/bench_meta_step.py [--repeats 30] [--threads N] [--device cuda]
     python scripts/bench_meta_step.py --count-ops
 
-`--count-ops` times nothing: it counts the operations each step dispatches to ATen that do
-arithmetic (views, aliases, detaches and autograd's shape checks are left out), at the
-settings' batch sizes. On a GPU at these batch sizes every such operation is at least one kernel
-launch and the steps are bound by launches, so the ratio of counts is a hardware-independent
-account of the timed ratio there.
+`--count-ops` times nothing: it counts the operations each step dispatches (`opcount.py`) at
+the settings' batch sizes.
 """
 
 import argparse
 import json
 import statistics
 import time
-from collections import Counter
 
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
+from opcount import OpCounter
 
 from l2rw.meta import l2rw_step, meta_reweight_step
 from l2rw.models import build_model
@@ -109,39 +105,6 @@ def bench(name, shape, k, batch, val_batch, repeats, warmup, device) -> list[dic
     ]
 
 
-# Operations that launch no kernel: views, aliases, detaches, autograd's shape checks.
-NO_KERNEL = (
-    "alias",
-    "as_strided",
-    "detach",
-    "expand",
-    "_has_same_storage_numel",
-    "is_same_size",
-    "permute",
-    "_reshape_alias",
-    "squeeze",
-    "t.default",
-    "transpose",
-    "_unsafe_view",
-    "unsqueeze",
-    "view",
-)
-
-
-class _OpCounter(TorchDispatchMode):
-    def __init__(self) -> None:
-        super().__init__()
-        self.counts: Counter[str] = Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.counts[str(func)] += 1
-        return func(*args, **(kwargs or {}))
-
-    @property
-    def arithmetic(self) -> int:
-        return sum(n for op, n in self.counts.items() if not any(k in op for k in NO_KERNEL))
-
-
 def count_ops(name, shape, k, batch, val_batch, device) -> list[dict]:
     """Operations dispatched by one step of each engine (after two warm-up steps, so that the
     optimizer has momentum buffers), the optimizer in its multi-tensor form, which
@@ -157,7 +120,7 @@ def count_ops(name, shape, k, batch, val_batch, device) -> list[dict]:
     for engine, step in STEPS.items():
         for _ in range(2):
             step(model, optimizer, x, y, x_val, y_val)
-        with _OpCounter() as counter:
+        with OpCounter() as counter:
             step(model, optimizer, x, y, x_val, y_val)
         counts[engine] = counter.arithmetic
     return [

@@ -10,6 +10,11 @@ resident set size sampled every 5 ms from /proc/self/statm over the stage (peak_
 over the stage's start (rise_mb). tracemalloc would not see torch's allocations.
 
     python scripts/bench_selection.py [--n 60000] [--threads N] [--device cuda]
+    python scripts/bench_selection.py --count-ops [--gbc-batch 512 1024 4096]
+
+`--count-ops` times nothing: it counts the operations (`opcount.py`) that RBC's and GBC's
+features of one snapshot dispatch over the `--n` examples, RBC at its default batch size and GBC
+at each `--gbc-batch`. At small batches on a GPU these counts, not arithmetic, set the times.
 """
 
 import argparse
@@ -21,6 +26,7 @@ import warnings
 from contextlib import contextmanager
 
 import torch
+from opcount import OpCounter
 
 from l2rw.models import build_model
 from l2rw.selection import gbc_features, rbc_features, snapshot_features, weighted_kmeans
@@ -69,6 +75,20 @@ def measure(device: torch.device, row: dict):
         row["memory"] = "process RSS sampled every 5 ms (/proc/self/statm)"
 
 
+def count_ops(x: torch.Tensor, proj_dims: tuple[int, int], gbc_batches: list[int]) -> None:
+    """Print the operations one snapshot's RBC features and GBC features dispatch."""
+    torch.manual_seed(0)
+    model = build_model("lenet", 10).to(x.device)
+    with OpCounter() as rbc:
+        rbc_features(model, x)
+    print(json.dumps({"stage": "rbc_features", "n": len(x), "ops": rbc.arithmetic}), flush=True)
+    for batch in gbc_batches:
+        with OpCounter() as gbc:
+            gbc_features(model, x, seed=0, proj_dims=proj_dims, batch_size=batch)
+        row = {"stage": "gbc_features", "n": len(x), "batch_size": batch, "ops": gbc.arithmetic}
+        print(json.dumps({**row, "ops_over_rbc": round(gbc.arithmetic / rbc.arithmetic, 2)}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=60_000, help="examples (MNIST: 60,000)")
@@ -77,6 +97,8 @@ def main() -> None:
     parser.add_argument("--proj-dims", type=int, nargs=2, default=(8, 32))
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--count-ops", action="store_true", help="count operations, time nothing")
+    parser.add_argument("--gbc-batch", type=int, nargs="*", default=[512], help="with --count-ops")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -89,6 +111,9 @@ def main() -> None:
         "threads": torch.get_num_threads(),
     }
     x = torch.randn(args.n, 1, 28, 28, generator=torch.Generator().manual_seed(0)).to(device)
+    if args.count_ops:
+        count_ops(x, tuple(args.proj_dims), args.gbc_batch)
+        return
     models = []
     for seed in range(args.snapshots):
         torch.manual_seed(seed)

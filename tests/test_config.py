@@ -112,6 +112,10 @@ def test_wrong_type_fails_naming_the_key():
             ["protocol=rbc", "method=meta_reweight", "selector=rbc", "selector.snapshot_every=0"],
             "selector.snapshot_every=0",
         ),
+        (
+            ["protocol=rbc", "method=meta_reweight", "selector=gbc", "selector.batch_size=0"],
+            "selector.batch_size=0",
+        ),
     ],
 )
 def test_cross_field_checks(overrides, needle):

@@ -46,6 +46,7 @@ def toy(tiny_cfg, tmp_path, *overrides):
         "rbc",
         "gbc",
         "gbc selector.proj_dims=[0,0]",
+        "gbc selector.batch_size=7",
         "ta_vaal selector.epochs=2",
         "craig",
     ],

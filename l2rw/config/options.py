@@ -369,6 +369,18 @@ class GBCConf(SelectionConf):
     # gradient and for the input activation (a 0: no projection, exact gradients via torch.func,
     # for small models only).
     proj_dims: list[int] = field(default_factory=lambda: [8, 32])
+    # Examples per batched forward and backward of the features. Memory grows with it (the
+    # CIFAR ResNet-34 needs several GB at 512); on a GPU a small model is bound by kernel
+    # launches, and larger batches dispatch fewer (scripts/bench_selection.py --count-ops).
+    batch_size: int = 512
+
+    @staticmethod
+    def check(cfg: DictConfig) -> None:
+        SelectionConf.check(cfg)
+        require(
+            cfg.selector.batch_size >= 1,
+            f"selector.batch_size={cfg.selector.batch_size} must be >= 1.",
+        )
 
 
 @dataclass

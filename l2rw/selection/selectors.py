@@ -173,6 +173,7 @@ def gbc(c: Candidates, k: int) -> Selection:
         layers=o.layers,
         proj_dims=(1, 1) if exact else dims,
         exact=exact,
+        batch_size=o.batch_size,
     )
     return _cluster_and_pick(c, k, *feats)
 
