@@ -69,21 +69,27 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bench(name, shape, k, batch, val_batch, repeats, warmup, device) -> list[dict]:
+def _setup(name, shape, k, batch, val_batch, device, foreach=None):
+    """The model in train mode, its momentum-0.9 SGD optimizer and one fixed batch and meta batch
+    (`foreach`: torch.optim.SGD's choice of implementation; None lets it choose)."""
     torch.manual_seed(0)
-    model = build_model(name, k).to(device)
-    model.train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    model = build_model(name, k).to(device).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, foreach=foreach)
     x = torch.randn(batch, *shape, device=device)
     y = torch.randint(0, k, (batch,), device=device)
     x_val = torch.randn(val_batch, *shape, device=device)
     y_val = torch.randint(0, k, (val_batch,), device=device)
+    return model, optimizer, (x, y, x_val, y_val)
+
+
+def bench(name, shape, k, batch, val_batch, repeats, warmup, device) -> list[dict]:
+    model, optimizer, batches = _setup(name, shape, k, batch, val_batch, device)
     times = {engine: [] for engine in STEPS}
     for i in range(warmup + repeats):
         for engine, step in STEPS.items():
             _sync(device)
             start = time.perf_counter()
-            step(model, optimizer, x, y, x_val, y_val)
+            step(model, optimizer, *batches)
             _sync(device)
             if i >= warmup:
                 times[engine].append(1000 * (time.perf_counter() - start))
@@ -109,19 +115,13 @@ def count_ops(name, shape, k, batch, val_batch, device) -> list[dict]:
     """Operations dispatched by one step of each engine (after two warm-up steps, so that the
     optimizer has momentum buffers), the optimizer in its multi-tensor form, which
     torch.optim.SGD takes by default on a GPU."""
-    torch.manual_seed(0)
-    model = build_model(name, k).to(device).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, foreach=True)
-    x = torch.randn(batch, *shape, device=device)
-    y = torch.randint(0, k, (batch,), device=device)
-    x_val = torch.randn(val_batch, *shape, device=device)
-    y_val = torch.randint(0, k, (val_batch,), device=device)
+    model, optimizer, batches = _setup(name, shape, k, batch, val_batch, device, foreach=True)
     counts = {}
     for engine, step in STEPS.items():
         for _ in range(2):
-            step(model, optimizer, x, y, x_val, y_val)
+            step(model, optimizer, *batches)
         with OpCounter() as counter:
-            step(model, optimizer, x, y, x_val, y_val)
+            step(model, optimizer, *batches)
         counts[engine] = counter.arithmetic
     return [
         {

@@ -133,6 +133,15 @@ def _sgd_rules(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[_SGDR
     return rules
 
 
+def _gradients(
+    loss: Tensor, rules: list[_SGDRule], params: dict[str, Tensor], **grad_options: bool
+) -> dict[str, Tensor]:
+    """d loss / d theta for each stepped parameter that `loss` depends on."""
+    names = [n for rule in rules for n in rule.names]
+    grads = torch.autograd.grad(loss, [params[n] for n in names], allow_unused=True, **grad_options)
+    return {n: g for n, g in zip(names, grads, strict=True) if g is not None}
+
+
 def _lookahead(
     rules: list[_SGDRule], params: dict[str, Tensor], grads: dict[str, Tensor]
 ) -> dict[str, Tensor]:
@@ -197,11 +206,7 @@ def _fast_grad(
 
     The graph of `losses` is kept, so that the real update can reuse it."""
     params = dict(model.named_parameters())
-    names = [n for rule in rules for n in rule.names]
-    grads = torch.autograd.grad(
-        (w * losses).mean(), [params[n] for n in names], retain_graph=True, allow_unused=True
-    )
-    used = {n: g for n, g in zip(names, grads, strict=True) if g is not None}
+    used = _gradients((w * losses).mean(), rules, params, retain_graph=True)
     with torch.no_grad():
         lookahead = {n: p.requires_grad_() for n, p in _lookahead(rules, params, used).items()}
     with batch_statistics(model) as buffers:
@@ -229,15 +234,11 @@ def _reference_grad(
 ) -> Tensor:
     """d L_meta(theta_hat(w)) / d w through an explicit, differentiable optimizer look-ahead."""
     params = dict(model.named_parameters())
-    names = [n for rule in rules for n in rule.names]
     w_leaf = w.detach().clone().requires_grad_()
     with batch_statistics(model) as buffers:
         out = functional_call(model, buffers, (x,))
         train_loss = (w_leaf * loss_fn(out, y)).mean()
-        grads = torch.autograd.grad(
-            train_loss, [params[n] for n in names], create_graph=True, allow_unused=True
-        )
-        used = {n: g for n, g in zip(names, grads, strict=True) if g is not None}
+        used = _gradients(train_loss, rules, params, create_graph=True)
         lookahead = _lookahead(rules, params, used)
         out_meta = functional_call(model, (lookahead, buffers), (x_meta,))
         (g,) = torch.autograd.grad(loss_fn(out_meta, y_meta).mean(), w_leaf)

@@ -268,7 +268,8 @@ def train_loop(ctx: RunContext, rule: StepRule, phase: Phase | None = None) -> d
             evals = _evaluate(ctx, preprocess)
             if _track(progress, evals, done) and phase.keeps_snapshots:
                 save_snapshot(phase.snapshot_folder, "best", model)
-                remove_snapshots_through(phase.snapshot_folder, done)
+                if phase.snapshot_every:
+                    remove_snapshots_through(phase.snapshot_folder, done)
             train_loss = progress.loss_sum / progress.loss_count
             progress.loss_sum, progress.loss_count = 0.0, 0
             row = {"train/loss": train_loss, "lr": lr_schedule.get_last_lr()[0]}
