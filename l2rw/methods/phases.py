@@ -94,6 +94,7 @@ def finetune_phase(
     lr: float | None,
     step_offset: int,
     snapshot_every: int | None = None,
+    keep_best: bool = False,
 ) -> Phase:
     """A constant-learning-rate phase of `steps` on the clean set (lr None: train.lr)."""
     return Phase(
@@ -106,6 +107,7 @@ def finetune_phase(
         checkpoint_every=max(steps // 4, 1),
         step_offset=step_offset,
         snapshot_every=snapshot_every,
+        keep_best=keep_best,
         lr=lr,
     )
 

@@ -58,7 +58,7 @@ FEATURES_MAX_ROWS = 2000
 
 
 # What a round's record in `selection.rounds` copies from its round-<r>.json.
-ROUND_FACTS = ("snapshots", "snapshot_steps", "theorem_checks")
+ROUND_FACTS = ("snapshot_steps", "theorem_checks")
 
 
 def selection_pipeline(ctx: RunContext) -> dict[str, Any]:
@@ -220,20 +220,26 @@ def _round(
     ctx: RunContext, r: int, data: DataBundle, prev: PhaseResult, offset: int
 ) -> PhaseResult:
     sel = ctx.cfg.selector
+    follows = len(data.clean) < sel.budget
     if sel.round_training == "reweight":
-        follows = len(data.clean) < sel.budget
         return _train_phase(
             ctx, f"round{r}", r, data, ctx.run_dir, offset, selection_follows=follows
         )
-    return _finetune(ctx, r, data, prev, offset)
+    return _finetune(ctx, r, data, prev, offset, selection_follows=follows)
 
 
 def _finetune(
-    ctx: RunContext, r: int, data: DataBundle, prev: PhaseResult, offset: int
+    ctx: RunContext,
+    r: int,
+    data: DataBundle,
+    prev: PhaseResult,
+    offset: int,
+    selection_follows: bool,
 ) -> PhaseResult:
     """The previous phase's best-validation model trained further on the meta set alone, with
     plain SGD at `selector.finetune_lr` (null: train.lr) for `selector.finetune_epochs` (the
-    paper's "Fine-tuning" row)."""
+    paper's "Fine-tuning" row), keeping its best and final models and, when a selection round
+    follows, the snapshots it reads."""
     cfg = ctx.cfg
     batch = min(cfg.train.batch_size, len(data.clean))
     per_epoch = steps_per_epoch(len(data.clean), batch)
@@ -245,9 +251,12 @@ def _finetune(
         eval_every=per_epoch,
         lr=cfg.selector.finetune_lr,
         step_offset=offset,
-        snapshot_every=snapshot_interval(
-            cfg.selector.snapshot_every, cfg.selector.snapshot_unit, per_epoch
+        snapshot_every=(
+            snapshot_interval(cfg.selector.snapshot_every, cfg.selector.snapshot_unit, per_epoch)
+            if selection_follows
+            else None
         ),
+        keep_best=True,
     )
 
     def train() -> dict[str, Any]:
@@ -289,8 +298,8 @@ def _select(
 ) -> tuple[torch.Tensor, int, Selection | None, dict[str, Any]]:
     """Round r's picks as positions in `data.train` (read back when the round was selected
     before), how many of them had a wrong label, the selection (None when read back) and
-    round-<r>.json's content: the picks by source index, the snapshots read (how many, and
-    their steps in the previous phase, t* first) and the selector's diagnostics."""
+    round-<r>.json's content: the picks by source index, the snapshots read (their steps in the
+    previous phase, t* first) and the selector's diagnostics."""
     path = ctx.run_dir / f"round-{r}.json"
     selection = None
     if path.exists():
@@ -323,7 +332,6 @@ def _select(
             raise RuntimeError(f"selector {cfg.selector.name} picked an example twice")
         saved = {
             "selected": data.train.index[positions.cpu().numpy()].tolist(),
-            "snapshots": len(models),
             "snapshot_steps": list(snapshots),
         }
         if selection.diagnostics:
