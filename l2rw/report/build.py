@@ -130,7 +130,7 @@ def _figure_png(
 ) -> bytes:
     fig = FIGURES.get(kind)(FigureData(spec, agg.cells, figure_runs(spec, agg, records)))
     footer = scrub(prov.short(), prov.replacements)
-    fig.text(0.0, -0.01, footer, fontsize=6, color="grey", va="top")
+    fig.text(0.0, -0.01, footer, fontsize=6, color="grey", va="top", wrap=True)
     buffer = io.BytesIO()
     fig.savefig(
         buffer,
