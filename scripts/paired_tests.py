@@ -2,8 +2,9 @@
 
 The runs of one seed share the data split and noise draw, so differences are paired by seed:
 for each column, the mean difference (row minus reference, in the table's unit), how many seeds
-the reference is ahead on, and the paired t-test p-value (scipy.stats.ttest_rel), over the seeds
-both rows have. Reads the same records as `python -m l2rw.report`.
+the reference is ahead on (lower error with `report.as_error`, higher value otherwise), and the
+paired t-test p-value (scipy.stats.ttest_rel), over the seeds both rows have. Reads the same
+records as `python -m l2rw.report`.
 
     python scripts/paired_tests.py l2rw_table2_fmnist "l2rw / final / trained" \
         --output-root results/records [--scale cpu] [CONFIG_OVERRIDE ...]
@@ -41,6 +42,7 @@ def paired_table(
                 continue
             both = group[[reference, row]].dropna()
             diff = both[row] - both[reference]
+            ahead = diff > 0 if spec.as_error else diff < 0
             p = (
                 stats.ttest_rel(both[row], both[reference]).pvalue
                 if len(both) > 1
@@ -52,7 +54,7 @@ def paired_table(
                     "row": row,
                     "seeds": len(both),
                     "mean_diff": round(float(diff.mean()), 2),
-                    "reference_ahead": int((diff < 0).sum()),
+                    "reference_ahead": int(ahead.sum()),
                     "p_paired_t": float("nan") if p is None else float(p),
                 }
             )
@@ -66,7 +68,7 @@ def main() -> None:
     parser.add_argument("--output-root", default="outputs")
     parser.add_argument("--scale", default="cpu")
     parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
     frame = paired_table(
         args.table, args.reference, args.output_root, [f"scale={args.scale}", *args.overrides]
     )

@@ -1,0 +1,65 @@
+"""scripts/paired_tests.py: paired differences and t-tests by seed, from the report's records."""
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.stats
+from test_report_fakes import make_record, write_record
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "scripts" / "paired_tests.py"
+L2RW_ACC = [0.91, 0.87, 0.95]
+BASELINE_ACC = [0.85, 0.88, 0.80]
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("paired_tests", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def output_root(tmp_path):
+    for method, accs in (("l2rw", L2RW_ACC), ("baseline", BASELINE_ACC)):
+        for seed, acc in enumerate(accs):
+            write_record(tmp_path, make_record(method=method, seed=seed, acc=acc))
+    return tmp_path
+
+
+def test_differences_and_p_values_match_scipy_on_the_seed_pairs(output_root):
+    frame = _load_script().paired_table("l2rw_fig2", "l2rw", str(output_root), ["scale=cpu"])
+    row = frame[(frame["row"] == "baseline") & (frame["column"] == "0.995")].iloc[0]
+    l2rw_err = 100 * (1 - np.array(L2RW_ACC))
+    base_err = 100 * (1 - np.array(BASELINE_ACC))
+    assert row["seeds"] == 3
+    assert row["mean_diff"] == pytest.approx((base_err - l2rw_err).mean(), abs=0.005)
+    assert row["reference_ahead"] == int((base_err > l2rw_err).sum()) == 2
+    assert row["p_paired_t"] == pytest.approx(scipy.stats.ttest_rel(base_err, l2rw_err).pvalue)
+    assert len(frame) == 1
+
+
+def test_config_overrides_may_follow_the_options(output_root):
+    """Overrides after --output-root / --scale (as the docstring's usage puts them) apply."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "l2rw_fig2",
+            "l2rw",
+            "--output-root",
+            str(output_root),
+            "--scale",
+            "cpu",
+            "report.as_error=false",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    diff = 100 * (np.array(BASELINE_ACC) - np.array(L2RW_ACC)).mean()
+    assert f"{diff:.3g}" in out.stdout.split()
