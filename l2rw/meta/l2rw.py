@@ -9,7 +9,8 @@ look-ahead model and takes a second-order backward, exactly as Algorithm 1 is wr
 compare the two.
 
 Meta passes run the model in train mode (batch statistics, as the authors did) without updating
-its BatchNorm running statistics (`l2rw.meta.passes`): only the real step updates them.
+its BatchNorm running statistics (`l2rw.meta.passes`): only the real step updates them. In the
+dual forward BatchNorm's tangent takes three kernels (`l2rw.meta.batchnorm_tangents`).
 """
 
 from collections.abc import Callable
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from l2rw.meta.batchnorm_tangents import fused_batchnorm_tangents
 from l2rw.meta.passes import batch_statistics, train_mode
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -86,7 +88,12 @@ def _dual_losses(
 
 def _fast_scores(model, x, y, x_val, y_val, loss_fn, val_weight_decay) -> Tensor:
     g_val = validation_gradient(model, x_val, y_val, loss_fn, val_weight_decay)
-    with torch.no_grad(), fwAD.dual_level(), batch_statistics(model) as buffers:
+    with (
+        torch.no_grad(),
+        fwAD.dual_level(),
+        batch_statistics(model) as buffers,
+        fused_batchnorm_tangents(model),
+    ):
         _, scores = _dual_losses(model, x, y, g_val, loss_fn, buffers)
     return scores
 
@@ -162,7 +169,7 @@ def l2rw_step(
     optimizer.zero_grad(set_to_none=True)
     if engine == "fast" and not _has_active_dropout(model):
         g_val = validation_gradient(model, x_val, y_val, loss_fn, val_weight_decay)
-        with fwAD.dual_level():
+        with fwAD.dual_level(), fused_batchnorm_tangents(model):
             losses, scores = _dual_losses(model, x, y, g_val, loss_fn, buffers=None)
         weights = normalize_weights(scores.detach())
     else:

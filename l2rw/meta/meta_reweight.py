@@ -33,7 +33,8 @@ through a functional look-ahead with a second-order backward, as the method is w
 compare the two.
 
 The model runs in train mode. The look-ahead passes use batch statistics and update no running
-statistics (`l2rw.meta.passes`), so those are only updated by the real step's forward. The
+statistics (`l2rw.meta.passes`), so those are only updated by the real step's forward. In the
+JVP, BatchNorm's tangent takes three kernels (`l2rw.meta.batchnorm_tangents`). The
 look-ahead and the JVP's direction are computed with multi-tensor (`torch._foreach_*`)
 operations per optimizer group: on a GPU, where these steps are bound by kernel launches, the
 number of dispatched operations sets their cost (`scripts/bench_meta_step.py --count-ops`).
@@ -53,6 +54,7 @@ import torch.autograd.forward_ad as fwAD
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from l2rw.meta.batchnorm_tangents import fused_batchnorm_tangents
 from l2rw.meta.l2rw import LossFn, cross_entropy_per_example
 from l2rw.meta.passes import batch_statistics, train_mode
 
@@ -215,7 +217,12 @@ def _fast_grad(
             loss_fn(out_meta, y_meta).mean(), list(lookahead.values()), materialize_grads=True
         )
         tangents = _tangent(rules, dict(zip(lookahead, meta_grads, strict=True)))
-        with torch.no_grad(), fwAD.dual_level(), _replaying(rng, x.device):
+        with (
+            torch.no_grad(),
+            fwAD.dual_level(),
+            _replaying(rng, x.device),
+            fused_batchnorm_tangents(model),
+        ):
             duals = {n: fwAD.make_dual(params[n], t) for n, t in tangents.items()}
             out = functional_call(model, (duals, buffers), (x,))
             jvp = fwAD.unpack_dual(loss_fn(out, y)).tangent

@@ -1,0 +1,124 @@
+"""BatchNorm in train mode with a forward-mode derivative in three kernels, for the engines' JVPs.
+
+In train mode y = gamma * xh + beta with xh = (x - mu) * r, where mu and r = (var + eps)^-1/2
+are the per-channel mean and inverse standard deviation over the batch (and spatial positions).
+Differentiating mu and r as well, the tangent of y along (dx, dgamma, dbeta) is
+
+    dy = J dx + dgamma * xh + dbeta,   J dx = gamma * r * (dx - mean(dx) - xh * mean(dx * xh)).
+
+J, the Jacobian in x, is symmetric (per channel gamma * r * (I - 1 1^T / n - xh xh^T / n)), so
+J dx is what BatchNorm's backward kernel returns for the upstream gradient dx, and
+dgamma * xh + dbeta is BatchNorm's forward with weight dgamma and bias dbeta. The tangent is
+therefore `native_batch_norm_backward`, `native_batch_norm` and one add: three kernels, where
+torch's generic forward-mode rule for batch norm dispatches about fifteen operations per layer.
+In the engines' passes on ResNet-32 those were over a third of the dispatched operations
+(`scripts/bench_meta_step.py --count-ops`); on a GPU at these batch sizes each is a kernel launch.
+
+`fused_batchnorm_tangents(model)` routes the model's train-mode BatchNorm layers through
+`batch_statistics_norm`. Its output and backward are torch's own kernels; only the tangent's
+floating-point rounding differs from the generic rule. Layers that track running statistics
+still update them once per forward, as torch's module does.
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import MethodType
+from typing import Any
+
+import torch
+import torch.autograd.forward_ad as fwAD
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+
+class _BatchStatisticsNorm(torch.autograd.Function):
+    """Train-mode batch normalisation without running statistics: torch's forward and backward
+    kernels, and the three-kernel tangent of the module docstring."""
+
+    @staticmethod
+    def forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> Any:
+        out, mean, invstd = torch.native_batch_norm(x, weight, bias, None, None, True, 0.0, eps)
+        return out, mean, invstd
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
+        x, weight, _, eps = inputs
+        _, mean, invstd = output
+        ctx.eps = eps
+        # Primals only: a saved dual keeps its tangent, and the backward would then also
+        # compute the tangent of its own result.
+        saved = [None if t is None else fwAD.unpack_dual(t).primal for t in (x, weight)]
+        ctx.save_for_backward(*saved, mean, invstd)
+        ctx.save_for_forward(*saved, mean, invstd)
+        ctx.mark_non_differentiable(mean, invstd)
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor | None, *_: Tensor | None) -> tuple:
+        x, weight, mean, invstd = ctx.saved_tensors
+        if grad_out is None:
+            return None, None, None, None
+        mask = [ctx.needs_input_grad[0], weight is not None and ctx.needs_input_grad[1]]
+        mask.append(ctx.needs_input_grad[2])
+        gx, gw, gb = torch.ops.aten.native_batch_norm_backward(
+            grad_out, x, weight, None, None, mean, invstd, True, ctx.eps, mask
+        )
+        return gx, gw, gb, None
+
+    @staticmethod
+    def jvp(ctx: Any, dx: Tensor | None, dweight: Tensor | None, dbias: Tensor | None, _) -> tuple:
+        x, weight, mean, invstd = ctx.saved_tensors
+        dy = None
+        if dx is not None:
+            # The Jacobian in x is self-adjoint, so its product with dx is the backward kernel's.
+            dy = torch.ops.aten.native_batch_norm_backward(
+                dx, x, weight, None, None, mean, invstd, True, ctx.eps, [True, False, False]
+            )[0]
+        if dweight is not None or dbias is not None:
+            dw = x.new_zeros(x.shape[1]) if dweight is None else dweight
+            affine = torch.native_batch_norm(x, dw, dbias, None, None, True, 0.0, ctx.eps)[0]
+            dy = affine if dy is None else dy.add_(affine)
+        if dy is None:
+            dy = torch.zeros_like(x)
+        return dy, None, None
+
+
+def batch_statistics_norm(
+    x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
+) -> Tensor:
+    """F.batch_norm(x, None, None, weight, bias, training=True, eps=eps), fused tangent."""
+    return _BatchStatisticsNorm.apply(x, weight, bias, eps)[0]
+
+
+def _update_running_statistics(module: _BatchNorm, x: Tensor) -> None:
+    """What `_BatchNorm.forward` does to the running statistics in train mode. Without the
+    affine parameters, which inside the engines' passes carry tangents that would be computed."""
+    factor = 0.0 if module.momentum is None else module.momentum
+    if module.num_batches_tracked is not None:
+        module.num_batches_tracked.add_(1)
+        if module.momentum is None:
+            factor = 1.0 / float(module.num_batches_tracked)
+    F.batch_norm(x, module.running_mean, module.running_var, None, None, True, factor, module.eps)
+
+
+def _forward(module: _BatchNorm, x: Tensor) -> Tensor:
+    if module.track_running_stats:
+        with torch.no_grad():
+            _update_running_statistics(module, fwAD.unpack_dual(x).primal)
+    return batch_statistics_norm(x, module.weight, module.bias, module.eps)
+
+
+@contextmanager
+def fused_batchnorm_tangents(model: nn.Module) -> Iterator[None]:
+    """Inside, the model's BatchNorm layers in train mode normalise with
+    `batch_statistics_norm`; those that track running statistics still update them once per
+    forward, as `_BatchNorm.forward` would."""
+    norms = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.training]
+    for m in norms:
+        m.forward = MethodType(_forward, m)
+    try:
+        yield
+    finally:
+        for m in norms:
+            del m.forward
