@@ -10,7 +10,7 @@ J, the Jacobian in x, is symmetric (per channel gamma * r * (I - 1 1^T / n - xh 
 J dx is what BatchNorm's backward kernel returns for the upstream gradient dx, and
 dgamma * xh + dbeta is BatchNorm's forward with weight dgamma and bias dbeta. The tangent is
 therefore `native_batch_norm_backward`, `native_batch_norm` and one add: three kernels, where
-torch's generic forward-mode rule for batch norm dispatches about fifteen operations per layer.
+torch's generic forward-mode rule for batch norm dispatches about twenty operations per layer.
 In the engines' passes on ResNet-32 those were over a third of the dispatched operations
 (`scripts/bench_meta_step.py --count-ops`); on a GPU at these batch sizes each is a kernel launch.
 
