@@ -68,6 +68,7 @@ class _BatchStatisticsNorm(torch.autograd.Function):
 
     @staticmethod
     def jvp(ctx: Any, dx: Tensor | None, dweight: Tensor | None, dbias: Tensor | None, _) -> tuple:
+        """Called when at least one of x, weight and bias carries a tangent."""
         x, weight, mean, invstd = ctx.saved_tensors
         dy = None
         if dx is not None:
@@ -79,8 +80,6 @@ class _BatchStatisticsNorm(torch.autograd.Function):
             dw = x.new_zeros(x.shape[1]) if dweight is None else dweight
             affine = torch.native_batch_norm(x, dw, dbias, None, None, True, 0.0, ctx.eps)[0]
             dy = affine if dy is None else dy.add_(affine)
-        if dy is None:
-            dy = torch.zeros_like(x)
         return dy, None, None
 
 
