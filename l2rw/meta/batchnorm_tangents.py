@@ -17,7 +17,7 @@ In the engines' passes on ResNet-32 those were over a third of the dispatched op
 `fused_batchnorm_tangents(model)` routes the model's train-mode BatchNorm layers through
 `batch_statistics_norm`. Its output and backward are torch's own kernels; only the tangent's
 floating-point rounding differs from the generic rule. Layers that track running statistics
-still update them once per forward, as torch's module does.
+still update them once per forward, as torch's module does, in the same forward kernel.
 """
 
 from collections.abc import Iterator
@@ -27,23 +27,32 @@ from typing import Any
 
 import torch
 import torch.autograd.forward_ad as fwAD
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 
 class _BatchStatisticsNorm(torch.autograd.Function):
-    """Train-mode batch normalisation without running statistics: torch's forward and backward
-    kernels, and the three-kernel tangent of the module docstring."""
+    """Train-mode batch normalisation (batch statistics; running statistics, when given, are
+    updated in place): torch's forward and backward kernels, and the three-kernel tangent of the
+    module docstring."""
 
     @staticmethod
-    def forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> Any:
-        out, mean, invstd = torch.native_batch_norm(x, weight, bias, None, None, True, 0.0, eps)
-        return out, mean, invstd
+    def forward(
+        x: Tensor,
+        weight: Tensor | None,
+        bias: Tensor | None,
+        running_mean: Tensor | None,
+        running_var: Tensor | None,
+        momentum: float,
+        eps: float,
+    ) -> Any:
+        return torch.native_batch_norm(
+            x, weight, bias, running_mean, running_var, True, momentum, eps
+        )
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
-        x, weight, _, eps = inputs
+        x, weight, *_, eps = inputs
         _, mean, invstd = output
         ctx.eps = eps
         # Primals only: a saved dual keeps its tangent, and the backward would then also
@@ -58,16 +67,16 @@ class _BatchStatisticsNorm(torch.autograd.Function):
     def backward(ctx: Any, grad_out: Tensor | None, *_: Tensor | None) -> tuple:
         x, weight, mean, invstd = ctx.saved_tensors
         if grad_out is None:
-            return None, None, None, None
-        mask = [ctx.needs_input_grad[0], weight is not None and ctx.needs_input_grad[1]]
-        mask.append(ctx.needs_input_grad[2])
+            return (None,) * 7
         gx, gw, gb = torch.ops.aten.native_batch_norm_backward(
-            grad_out, x, weight, None, None, mean, invstd, True, ctx.eps, mask
+            grad_out, x, weight, None, None, mean, invstd, True, ctx.eps, ctx.needs_input_grad[:3]
         )
-        return gx, gw, gb, None
+        return gx, gw, gb, None, None, None, None
 
     @staticmethod
-    def jvp(ctx: Any, dx: Tensor | None, dweight: Tensor | None, dbias: Tensor | None, _) -> tuple:
+    def jvp(
+        ctx: Any, dx: Tensor | None, dweight: Tensor | None, dbias: Tensor | None, *_: Any
+    ) -> tuple:
         """Called when at least one of x, weight and bias carries a tangent."""
         x, weight, mean, invstd = ctx.saved_tensors
         dy = None
@@ -84,28 +93,35 @@ class _BatchStatisticsNorm(torch.autograd.Function):
 
 
 def batch_statistics_norm(
-    x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
+    x: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    eps: float,
+    running_mean: Tensor | None = None,
+    running_var: Tensor | None = None,
+    momentum: float = 0.0,
 ) -> Tensor:
-    """F.batch_norm(x, None, None, weight, bias, training=True, eps=eps), fused tangent."""
-    return _BatchStatisticsNorm.apply(x, weight, bias, eps)[0]
+    """F.batch_norm(x, running_mean, running_var, weight, bias, training=True,
+    momentum=momentum, eps=eps), with the fused tangent."""
+    return _BatchStatisticsNorm.apply(x, weight, bias, running_mean, running_var, momentum, eps)[0]
 
 
-def _update_running_statistics(module: _BatchNorm, x: Tensor) -> None:
-    """What `_BatchNorm.forward` does to the running statistics in train mode. Without the
-    affine parameters, which inside the engines' passes carry tangents that would be computed."""
-    factor = 0.0 if module.momentum is None else module.momentum
-    if module.num_batches_tracked is not None:
-        module.num_batches_tracked.add_(1)
-        if module.momentum is None:
-            factor = 1.0 / float(module.num_batches_tracked)
-    F.batch_norm(x, module.running_mean, module.running_var, None, None, True, factor, module.eps)
+def _momentum_of_this_batch(module: _BatchNorm) -> float:
+    """What `_BatchNorm.forward` does before normalising in train mode when it tracks running
+    statistics: count the batch, and give the factor of the running averages' update."""
+    if module.num_batches_tracked is None:
+        return 0.0 if module.momentum is None else module.momentum
+    module.num_batches_tracked.add_(1)
+    if module.momentum is None:
+        return 1.0 / float(module.num_batches_tracked)
+    return module.momentum
 
 
 def _forward(module: _BatchNorm, x: Tensor) -> Tensor:
+    running = ()
     if module.track_running_stats:
-        with torch.no_grad():
-            _update_running_statistics(module, fwAD.unpack_dual(x).primal)
-    return batch_statistics_norm(x, module.weight, module.bias, module.eps)
+        running = (module.running_mean, module.running_var, _momentum_of_this_batch(module))
+    return batch_statistics_norm(x, module.weight, module.bias, module.eps, *running)
 
 
 @contextmanager
