@@ -7,9 +7,11 @@ engines are labelled meta_reweight_fast and meta_reweight_reference.
 
     python scripts/bench_meta_step.py [--repeats 30] [--threads N] [--device cuda]
     python scripts/bench_meta_step.py --count-ops
+    python scripts/bench_meta_step.py --models resnet32 --batch 128 --meta-batch 50
 
 `--count-ops` times nothing: it counts the operations each step dispatches (`opcount.py`) at
-the settings' batch sizes.
+the settings' batch sizes. `--batch` and `--meta-batch` replace the settings' training and
+validation (meta) batch sizes, to time the steps at your own protocol's.
 """
 
 import argparse
@@ -144,13 +146,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--models", nargs="*", default=[s[0] for s in SETTINGS])
+    parser.add_argument("--batch", type=int, default=None, help="training batch size")
+    parser.add_argument("--meta-batch", type=int, default=None, help="validation (meta) batch")
     parser.add_argument("--count-ops", action="store_true", help="count operations, time nothing")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    for setting in SETTINGS:
-        if setting[0] in args.models:
+    for name, shape, k, batch, val_batch in SETTINGS:
+        if name in args.models:
+            setting = (name, shape, k, args.batch or batch, args.meta_batch or val_batch)
             if args.count_ops:
                 rows = count_ops(*setting, device)
             else:
