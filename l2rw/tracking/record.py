@@ -164,10 +164,26 @@ def git_commit() -> str | None:
     return f"{sha}-dirty" if dirty else sha
 
 
+def cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The processor's model name where the system gives one (Linux), with its architecture,
+    e.g. "Intel Xeon Processor (x86_64)"; the architecture alone elsewhere."""
+    arch = platform.machine() or platform.processor() or "unknown"
+    try:
+        lines = cpuinfo.read_text(errors="replace").splitlines()
+    except OSError:
+        return arch
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and value.strip():
+            name = " ".join(value.replace("(R)", "").replace("(TM)", "").split())
+            return f"{name} ({arch})"
+    return arch
+
+
 def device_description(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(device)}"
-    return f"cpu:{platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
+    return f"cpu:{cpu_name()} x{torch.get_num_threads()} threads"
 
 
 def environment() -> dict[str, Any]:
