@@ -208,3 +208,35 @@ def test_an_infinite_metric_recorded_as_inf_is_averaged_as_infinity(tmp_path):
     row = cell(agg, "l2rw", 0.995)
     assert row["n"] == 3 and math.isinf(row["mean"]) and row["mean"] > 0
     assert "no_metric" not in kinds(agg)
+
+
+def theorem_cell(tmp_path, values_by_seed):
+    """The aggregate of one cell whose runs (written in the given order) report these values."""
+    records = []
+    for seed, value in values_by_seed:
+        record = make_record("l2rw", 0.995, seed, acc=0.9)
+        record["metrics"]["theorem1_d_min"] = value
+        records.append(record)
+    return aggregated(
+        tmp_path,
+        records,
+        metric="theorem1_d_min",
+        as_error=False,
+        seeds=3,
+        expected_seeds=[0, 1, 2],
+    )
+
+
+def test_a_mean_made_infinite_by_some_seeds_is_flagged_with_the_other_seeds(tmp_path):
+    agg = theorem_cell(tmp_path, [(2, "inf"), (0, 1.25), (1, 3.5)])
+    row = cell(agg, "l2rw", 0.995)
+    assert math.isinf(row["mean"]) and "infinite_values" in row["flags"]
+    (problem,) = [p for p in agg.problems if p.kind == "infinite_values"]
+    assert "seed(s) 2 gave an infinite value" in problem.text
+    assert "1.25 (seed 0), 3.5 (seed 1)" in problem.text
+
+
+def test_a_cell_infinite_in_every_seed_is_not_flagged(tmp_path):
+    agg = theorem_cell(tmp_path, [(0, "inf"), (1, "inf"), (2, "inf")])
+    assert math.isinf(cell(agg, "l2rw", 0.995)["mean"])
+    assert "infinite_values" not in kinds(agg)

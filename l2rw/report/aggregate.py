@@ -30,6 +30,7 @@ KINDS = (
     "other_table",
     "unreadable",
     "not_in_sweep",
+    "infinite_values",
     "variant",
     "figure",
 )
@@ -177,7 +178,7 @@ def _cells(
     for cell in [*order, *extras]:
         group = runs.get(cell)
         values = group["value"].to_numpy(float) if group is not None else np.array([])
-        seeds = sorted(int(s) for s in group["seed"]) if group is not None else []
+        seeds = sorted(seeds_of(group))
         missing = [s for s in spec.expected_seeds if s not in seeds]
         where = _describe(spec, cell)
         flags = [flag for flag, cells in flagged.items() if cell in cells]
@@ -191,6 +192,18 @@ def _cells(
                     "missing_seeds",
                     f"{where}: {len(seeds)} of {spec.seeds} seeds; missing seeds "
                     f"{', '.join(map(str, missing))}.",
+                )
+            )
+        by_seed = sorted(zip(seeds_of(group), values, strict=True))
+        infinite = [s for s, v in by_seed if math.isinf(v)]
+        if infinite and len(infinite) < len(values):
+            flags.append("infinite_values")
+            finite = ", ".join(f"{v:.5g} (seed {s})" for s, v in by_seed if math.isfinite(v))
+            problems.append(
+                Problem(
+                    "infinite_values",
+                    f"{where}: seed(s) {', '.join(map(str, infinite))} gave an infinite value, "
+                    f"so the mean is infinite; the other seeds: {finite}.",
                 )
             )
         if cell in extras:
@@ -213,6 +226,11 @@ def _cells(
             }
         )
     return pd.DataFrame(rows)
+
+
+def seeds_of(group: pd.DataFrame | None) -> list[int]:
+    """The seeds of a cell's runs, in the runs' order (none for a cell without runs)."""
+    return [] if group is None else [int(s) for s in group["seed"]]
 
 
 def _sd(values: np.ndarray) -> float:
