@@ -198,18 +198,6 @@ def test_fig2_spec_expects_the_sweeps_grid(scale, seeds):
     assert spec.as_error and spec.figure == "error_vs_setting"
 
 
-def test_an_infinite_metric_recorded_as_inf_is_averaged_as_infinity(tmp_path):
-    records = []
-    for seed, value in enumerate(("inf", 2.5, "inf")):
-        record = make_record("l2rw", 0.995, seed, acc=0.9)
-        record["metrics"]["theorem1_d_min"] = value
-        records.append(record)
-    agg = aggregated(tmp_path, records, metric="theorem1_d_min", as_error=False)
-    row = cell(agg, "l2rw", 0.995)
-    assert row["n"] == 3 and math.isinf(row["mean"]) and row["mean"] > 0
-    assert "no_metric" not in kinds(agg)
-
-
 def theorem_cell(tmp_path, values_by_seed):
     """The aggregate of one cell whose runs (written in the given order) report these values."""
     records = []
@@ -225,6 +213,13 @@ def theorem_cell(tmp_path, values_by_seed):
         seeds=3,
         expected_seeds=[0, 1, 2],
     )
+
+
+def test_an_infinite_metric_recorded_as_inf_is_averaged_as_infinity(tmp_path):
+    agg = theorem_cell(tmp_path, enumerate(("inf", 2.5, "inf")))
+    row = cell(agg, "l2rw", 0.995)
+    assert row["n"] == 3 and math.isinf(row["mean"]) and row["mean"] > 0
+    assert "no_metric" not in kinds(agg)
 
 
 def test_a_mean_made_infinite_by_some_seeds_is_flagged_with_the_other_seeds(tmp_path):

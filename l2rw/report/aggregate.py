@@ -178,7 +178,9 @@ def _cells(
     for cell in [*order, *extras]:
         group = runs.get(cell)
         values = group["value"].to_numpy(float) if group is not None else np.array([])
-        seeds = sorted(_seeds_of(group))
+        runs_seeds = [] if group is None else [int(s) for s in group["seed"]]
+        by_seed = sorted(zip(runs_seeds, values, strict=True))
+        seeds = [s for s, _ in by_seed]
         missing = [s for s in spec.expected_seeds if s not in seeds]
         where = _describe(spec, cell)
         flags = [flag for flag, cells in flagged.items() if cell in cells]
@@ -194,7 +196,6 @@ def _cells(
                     f"{', '.join(map(str, missing))}.",
                 )
             )
-        by_seed = sorted(zip(_seeds_of(group), values, strict=True))
         infinite = [s for s, v in by_seed if math.isinf(v)]
         if infinite and len(infinite) < len(values):
             flags.append("infinite_values")
@@ -226,11 +227,6 @@ def _cells(
             }
         )
     return pd.DataFrame(rows)
-
-
-def _seeds_of(group: pd.DataFrame | None) -> list[int]:
-    """The seeds of a cell's runs, in the runs' order (none for a cell without runs)."""
-    return [] if group is None else [int(s) for s in group["seed"]]
 
 
 def _sd(values: np.ndarray) -> float:
