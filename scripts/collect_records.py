@@ -2,13 +2,14 @@
 artifacts) from an output root into results/records/<table>/, with machine paths replaced by
 `DATA_DIR` and `outputs`, so they can be committed beside the tables built from them.
 
-    python scripts/collect_records.py OUTPUT_ROOT TABLE [--data-dir DIR] [--match TEXT]
-        [--artifacts]
+    python scripts/collect_records.py OUTPUT_ROOT TABLE [--match TEXT] [--artifacts]
 
-A record already in results/records for the same job folder is replaced.
+The data folder is each record's own `paths.data_dir` (when absolute: a relative one names no
+machine). A record already in results/records for the same job folder is replaced.
 """
 
 import argparse
+import json
 import shutil
 from pathlib import Path
 
@@ -25,26 +26,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("output_root", type=Path)
     parser.add_argument("table")
-    parser.add_argument("--data-dir", help="the data folder the runs read (becomes DATA_DIR)")
     parser.add_argument("--match", default="", help="only job folders whose name contains this")
     parser.add_argument(
         "--artifacts", action="store_true", help="also copy the figure artifacts (.npz)"
     )
     args = parser.parse_args()
 
-    replacements = [
-        (str(args.output_root.resolve()), "outputs"),
-        (str(args.output_root), "outputs"),
-    ]
-    if args.data_dir:
-        replacements += [
-            (str(Path(args.data_dir).resolve()), "DATA_DIR"),
-            (args.data_dir, "DATA_DIR"),
-        ]
+    outputs = [(str(args.output_root.resolve()), "outputs"), (str(args.output_root), "outputs")]
     jobs = sorted(p.parent for p in (args.output_root / args.table).glob(f"*/{RECORD_NAME}"))
     for job in (j for j in jobs if args.match in j.name):
         target = RESULTS / args.table / job.name
         target.mkdir(parents=True, exist_ok=True)
+        replacements = outputs + _data_dir(job / RECORD_NAME)
         for name in TEXT_FILES:
             if (job / name).exists():
                 text = (job / name).read_text()
@@ -55,6 +48,15 @@ def main() -> None:
             if (job / name).exists():
                 shutil.copy2(job / name, target / name)
         print(target)
+
+
+def _data_dir(record: Path) -> list[tuple[str, str]]:
+    """The (path, "DATA_DIR") replacements for the data folder the run read, as given and
+    resolved; none when it was relative."""
+    data_dir = json.loads(record.read_text())["config"]["paths"]["data_dir"]
+    if not Path(data_dir).is_absolute():
+        return []
+    return [(str(Path(data_dir).resolve()), "DATA_DIR"), (data_dir, "DATA_DIR")]
 
 
 if __name__ == "__main__":
