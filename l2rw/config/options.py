@@ -15,6 +15,8 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from l2rw.errors import ConfigError
 
 ENGINES = ("fast", "reference")
+# method.meta_lr_scale: how meta re-weighting's meta_lr is given (see MetaReweightConf).
+META_LR_SCALES = ("none", "batch")
 
 
 def require(ok: bool, message: str) -> None:
@@ -106,6 +108,10 @@ class MetaReweightConf(MethodConf):
     engine: str = "fast"
     # Step size of the weight update w <- clip(w - meta_lr * dL_meta/dw, clamp_min, clamp_max).
     meta_lr: float = 0.1
+    # "none": meta_lr as is; "batch": meta_lr per unit of batch-mean gradient, the step being
+    # meta_lr * B (dL_meta/dw_i carries the look-ahead's 1/B, so one value moves a weight by
+    # the same amount per visit at any batch size).
+    meta_lr_scale: str = "none"
     clamp_min: float = 0.0
     clamp_max: float = 1.0
     # Initial weights: "uniform" U[0, 1) drawn from the seed (the authors' code) or "ones".
@@ -117,6 +123,7 @@ class MetaReweightConf(MethodConf):
         m = cfg.method
         choice(cfg, "method.engine", ENGINES)
         choice(cfg, "method.init", ("uniform", "ones"))
+        choice(cfg, "method.meta_lr_scale", META_LR_SCALES)
         require(m.meta_lr > 0, f"method.meta_lr={m.meta_lr} must be positive.")
         require(
             0 <= m.clamp_min < m.clamp_max,
@@ -283,9 +290,18 @@ class SelectionConf(SelectorConf):
     # Features without the label-dependent part (noisy labels); null: label-free when the
     # config has label noise, the full gradient otherwise (class imbalance).
     label_free: bool | None = None
-    # After each selection: "reweight" (meta re-weighting from scratch with the grown meta set)
-    # or "finetune" (the previous model trained further on the meta set alone).
+    # After each selection: "reweight" (meta re-weighting with the grown meta set) or
+    # "finetune" (the previous model trained further on the meta set alone).
     round_training: str = "reweight"
+    # Where a "reweight" round's model starts: "previous", the previous phase's best-validation
+    # model (the paper's pre-training; the authors' --use_pretrained_model), or "scratch", a new
+    # initialisation. Either way the weights are drawn afresh and the optimiser and schedule
+    # start over.
+    round_init: str = "previous"
+    # Where the warm-up's model starts: "scratch", or "plain", the best-validation model of the
+    # authors' Stage A (plain training on the noisy data, run once per warm-up and cached with
+    # it). With pretrain=false the warm-up is that plain training, so "plain" adds nothing.
+    warmup_init: str = "scratch"
     # Epochs of a "finetune" round, and its constant learning rate (null: train.lr, the
     # re-weighting phases' optimiser, as the authors' code does).
     finetune_epochs: int = 10
@@ -301,6 +317,8 @@ class SelectionConf(SelectorConf):
     def check(cfg: DictConfig) -> None:
         sel, ds = cfg.selector, cfg.dataset
         choice(cfg, "selector.round_training", ("reweight", "finetune"))
+        choice(cfg, "selector.round_init", ("previous", "scratch"))
+        choice(cfg, "selector.warmup_init", ("scratch", "plain"))
         if sel.pretrain:
             require(
                 sel.budget is not None and sel.budget >= ds.clean_size > 0,

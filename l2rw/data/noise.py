@@ -159,7 +159,9 @@ def _adversarial(
     """RBC's adversarial noise: picked examples of class c all get m(c) ("0 are all given 1").
 
     `next`: m(c) = (c + 1) mod K; `derangement`: a random permutation without fixed points,
-    drawn once.
+    drawn once; `permutation`: the authors' code's `--biased_flip`, a random permutation drawn
+    once with fixed points allowed (a picked example of a fixed class keeps its true label, so
+    the realized rate is below `rate`), and for K = 2 the swap [1, 0].
     """
     _need_two_classes("adversarial", num_classes)
     if mapping == "next":
@@ -168,9 +170,12 @@ def _adversarial(
         target = rng.permutation(num_classes)
         while np.any(target == np.arange(num_classes)):  # about e tries on average
             target = rng.permutation(num_classes)
+    elif mapping == "permutation":
+        target = np.array([1, 0]) if num_classes == 2 else rng.permutation(num_classes)
     else:
         raise ConfigError(
-            f"noise mapping '{mapping}' is unknown: use mapping=next or mapping=derangement."
+            f"noise mapping '{mapping}' is unknown: use mapping=next, mapping=derangement or "
+            "mapping=permutation."
         )
 
     def corrupt(labels: np.ndarray, rng: np.random.Generator, source_index) -> np.ndarray:

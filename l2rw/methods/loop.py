@@ -10,6 +10,10 @@ clean / flipped example, model snapshots for selection, checkpoints and resume.
 A `Phase` names its checkpoint (`checkpoint-<name>.pt` in its folder) and offsets its steps in
 the logs, so one job can run several phases (warm-up, then re-weighting rounds), resume inside any
 of them, and never load one phase's checkpoint into another.
+
+Each phase that ends (completed or diverged) logs one line, `LAUNCH_LINE`, saying from which step
+it started in this launch (0, or the step of the checkpoint it resumed from) and how many optimizer
+steps this launch took: a resumed run is told apart from one that quietly started over by it.
 """
 
 import logging
@@ -40,8 +44,14 @@ from l2rw.seeding import AUGMENT, BATCHES, generator
 
 log = logging.getLogger(__name__)
 
+# Logged once when a phase's training ends: its name, the step this launch started from, the
+# optimizer steps this launch took, and the phase's length (read back by tests and scripts).
+LAUNCH_LINE = "Phase %s: started at step %d, %d optimizer steps in this launch, of %d."
+
 # Histogram of n * w_i (1 = the uniform weight), for the weight-distribution figure.
 WEIGHT_BINS = np.linspace(0.0, 10.0, 51)
+# A phase with eval_at_start reports its starting model's accuracies under these names.
+START_METRICS = ("start_val_acc", "start_test_acc")
 
 
 @dataclass
@@ -83,6 +93,9 @@ class Phase:
     keep_best: bool = False
     # Learning rate of this phase (None: train.lr), e.g. a fine-tuning stage's small one.
     lr: float | None = None
+    # Evaluate the model before the first step (a phase that starts from an earlier phase's
+    # model) and report it as START_METRICS.
+    eval_at_start: bool = False
 
     @property
     def keeps_snapshots(self) -> bool:
@@ -170,6 +183,8 @@ class _Progress:
         self.best_step = -1
         # Confusion (observed label x prediction) on the hyper-validation set at the best step.
         self.val_confusion_es: list[list[int]] | None = None
+        # The starting model's accuracies (Phase.eval_at_start), by START_METRICS name.
+        self.start: dict[str, float | None] = {}
         # Sum and count of the training loss since the last evaluation (logged as its mean).
         self.loss_sum, self.loss_count = 0.0, 0
         self.hist = {
@@ -229,6 +244,12 @@ def train_loop(ctx: RunContext, rule: StepRule, phase: Phase | None = None) -> d
 
     # Rows this phase logged after its checkpoint (or at all, when it starts afresh) are redone.
     ctx.tracker.local.truncate_after(phase.step_offset + start)
+    if phase.eval_at_start and start == 0:
+        first = _evaluate(ctx, preprocess)
+        progress.start = dict(
+            zip(START_METRICS, (first.get("val", {}).get("acc"), first["test"]["acc"]), strict=True)
+        )
+        log.info("Phase %s starts at %s.", phase.name, progress.start)
     status, last_loss, train_loss = "completed", float("nan"), float("nan")
     evals = {}
     model.train()
@@ -239,7 +260,7 @@ def train_loop(ctx: RunContext, rule: StepRule, phase: Phase | None = None) -> d
         desc=f"{cfg.method.name}:{phase.name}",
         mininterval=1 if sys.stderr.isatty() else 60,
     )
-    step = start
+    step, taken = start, 0
     for step in range(start, phase.total):
         idx = stream(step).to(data.train.y.device)
         gen = generator(cfg.seed, AUGMENT, phase.step_offset + step, device=ctx.device)
@@ -251,6 +272,7 @@ def train_loop(ctx: RunContext, rule: StepRule, phase: Phase | None = None) -> d
             phase.step_offset + step,
         )
         losses, weights = rule(model, optimizer, batch)
+        taken += 1
         lr_schedule.step()
         progress.add_weights(weights, batch)
         last_loss = float((weights * losses).sum())
@@ -302,6 +324,7 @@ def train_loop(ctx: RunContext, rule: StepRule, phase: Phase | None = None) -> d
                 identity,
             )
     bar.close()
+    log.info(LAUNCH_LINE, phase.name, start, taken, phase.total)
     if not evals:
         evals = _evaluate(ctx, preprocess)
     if phase.keeps_snapshots:
@@ -325,6 +348,7 @@ def train_loop(ctx: RunContext, rule: StepRule, phase: Phase | None = None) -> d
             # label x prediction, of the final and of the best-validation model (S-Model +CONF).
             "val_confusion": evals.get("val", {}).get("confusion"),
             "val_confusion_es": progress.val_confusion_es,
+            **progress.start,
         },
         "weights_hist": {
             "bins": WEIGHT_BINS.tolist(),

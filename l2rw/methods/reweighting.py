@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from l2rw.data.batches import EpochStream
@@ -212,7 +213,7 @@ class MetaReweightRule:
             self.weights[batch.index],
             x_meta,
             y_meta,
-            m.meta_lr,
+            meta_step_size(m, len(batch.y)),
             engine=m.engine,
             clamp=(m.clamp_min, m.clamp_max),
         )
@@ -224,6 +225,13 @@ class MetaReweightRule:
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         self.weights = state["weights"].to(self.weights.device)
+
+
+def meta_step_size(method: DictConfig, batch_size: int) -> float:
+    """The weights' step size: `method.meta_lr`, times the batch size B when it is given per
+    unit of batch-mean gradient (`meta_lr_scale=batch`: dL_meta/dw_i carries the look-ahead
+    loss's 1/B, so meta_lr * B moves a weight as far per visit at any B)."""
+    return method.meta_lr * (batch_size if method.meta_lr_scale == "batch" else 1)
 
 
 @METHODS.register("meta_reweight")

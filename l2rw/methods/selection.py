@@ -1,20 +1,24 @@
 """Meta-sample selection, Algorithm 2 of Wu et al. (2023), as one job of phases.
 
 Warm-up: the method (meta re-weighting, or L2RW) trains with the dataset's clean pool (M0 random
-training examples, cleaned) as the meta set, keeping model snapshots. Then rounds until
-`selector.budget`: the selector reads the previous phase's snapshots (the best-validation model
-t* and every P epochs after it) and picks examples; they are cleaned (true label), leave the
-training set and join the meta set; the method re-trains from scratch with the grown meta set
-(or, for `round_training=finetune`, the previous model is trained further on the meta set
-alone). The reported number is the test accuracy of the last phase at its best validation
+training examples, cleaned) as the meta set, keeping model snapshots; it starts from scratch or
+(`selector.warmup_init=plain`) from the best model of the authors' Stage A, plain training on the
+noisy data. Then rounds until `selector.budget`: the selector reads the previous phase's
+snapshots (the best-validation model t* and every P epochs after it) and picks examples; they are
+cleaned (true label), leave the training set and join the meta set; the method trains again with
+the grown meta set, from the previous phase's best model (`selector.round_init=previous`, the
+paper's "pre-train the models by running the meta re-weighting algorithm with small amount of
+randomly selected meta samples") or from scratch, with fresh weights, optimiser and schedule
+either way (or, for `round_training=finetune`, the previous model is trained further on the meta
+set alone). The reported number is the test accuracy of the last phase at its best validation
 accuracy.
 
 Every phase is resumable on its own: a finished phase leaves `phase-<name>.json` beside its
 snapshots, a round's selection is written to `round-<r>.json` before its training starts, and a
 phase in progress has its own checkpoint. The warm-up is the same for every selector of a (data,
-noise, model, method, seed): with `selector.cache_warmup` it runs once in
-`<output_root>/cache/warmup-<key>/`, under a file lock so parallel jobs wait for it, and later
-jobs reuse it.
+noise, model, method, seed, warm-up start): with `selector.cache_warmup` it runs (with its Stage A)
+once in `<output_root>/cache/warmup-<key>/`, under a file lock so parallel jobs wait for it, and
+later jobs reuse it.
 """
 
 import hashlib
@@ -34,7 +38,13 @@ from l2rw.data.splits import DataBundle, Split, data_facts
 from l2rw.methods.checkpoint import load_rule_state, snapshot_steps
 from l2rw.methods.context import RunContext
 from l2rw.methods.diagnostics import boundary_distance, weights_auc
-from l2rw.methods.loop import plan_phase, snapshot_interval, train_loop, train_method
+from l2rw.methods.loop import (
+    START_METRICS,
+    plan_phase,
+    snapshot_interval,
+    train_loop,
+    train_method,
+)
 from l2rw.methods.phases import (
     PhaseResult,
     finetune,
@@ -59,15 +69,17 @@ FEATURES_MAX_ROWS = 2000
 
 # What a round's record in `selection.rounds` copies from its round-<r>.json.
 ROUND_FACTS = ("snapshot_steps", "theorem_checks")
+# The selector's options that change the warm-up (beside the whole non-selector config).
+WARMUP_SELECTOR_KEYS = ("snapshot_every", "snapshot_unit", "pretrain", "warmup_init")
 
 
 def selection_pipeline(ctx: RunContext) -> dict[str, Any]:
     cfg, sel = ctx.cfg, ctx.cfg.selector
     label_free = sel.label_free if sel.label_free is not None else cfg.noise.name != "none"
     data = ctx.data
-    warm = _warmup(ctx)
+    warm, offset = _warmup(ctx)
     rounds: list[dict[str, Any]] = [_summary(warm, 0, [], 0, len(data.clean))]
-    prev, offset, r = warm, warm.steps, 0
+    prev, r = warm, 0
     selection: Selection | None = None
     checks: dict[str, Any] = {}
     while len(data.clean) < sel.budget:
@@ -131,12 +143,11 @@ def move_to_meta(data: DataBundle, positions: torch.Tensor) -> DataBundle:
 
 def warmup_setting(ctx: RunContext) -> dict[str, Any]:
     """Everything that determines the warm-up (data, noise, model, method, schedule, seed, the
-    snapshot period), and nothing else."""
+    snapshot period, the pre-training and where the warm-up starts), and nothing else."""
     config = OmegaConf.to_container(ctx.cfg, resolve=True)
     setting = setting_of(config, ignore=WARMUP_IRRELEVANT)  # type: ignore[arg-type]
-    setting["snapshot_every"] = ctx.cfg.selector.snapshot_every
-    setting["snapshot_unit"] = ctx.cfg.selector.snapshot_unit
-    setting["pretrain"] = ctx.cfg.selector.pretrain
+    for key in WARMUP_SELECTOR_KEYS:
+        setting[key] = ctx.cfg.selector[key]
     return setting
 
 
@@ -146,19 +157,20 @@ def warmup_key(setting: dict[str, Any]) -> str:
     return hashlib.sha256(encoded).hexdigest()[:16]
 
 
-def _warmup(ctx: RunContext) -> PhaseResult:
+def _warmup(ctx: RunContext) -> tuple[PhaseResult, int]:
+    """The warm-up phase and the steps logged up to its end (its Stage A's included)."""
     sel = ctx.cfg.selector
     if not sel.cache_warmup:
-        return _warmup_phase(ctx, ctx.run_dir)
+        return _warmup_phases(ctx, ctx.run_dir)
     setting = warmup_setting(ctx)
     key = warmup_key(setting)
     folder = Path(ctx.cfg.paths.output_root) / "cache" / f"warmup-{key}"
     with exclusive(folder.with_suffix(".lock"), wait=True):
         warm_ctx = replace(ctx, run_dir=folder, tracker=Tracker(folder), setting=setting)
-        warm = _warmup_phase(warm_ctx, folder)
+        warm, steps = _warmup_phases(warm_ctx, folder)
     log.info("Warm-up %s: %s.", key, folder)
-    _replay_warmup_log(ctx, folder, warm.steps)
-    return warm
+    _replay_warmup_log(ctx, folder, steps)
+    return warm, steps
 
 
 def _replay_warmup_log(ctx: RunContext, folder: Path, steps: int) -> None:
@@ -169,11 +181,23 @@ def _replay_warmup_log(ctx: RunContext, folder: Path, steps: int) -> None:
         ctx.tracker.replace_up_to(steps, warm)
 
 
-def _warmup_phase(ctx: RunContext, folder: Path) -> PhaseResult:
-    """The pre-training phase: meta re-weighting with the random clean pool as the meta set or,
-    with selector.pretrain=false, plain training on the noisy data (no meta samples)."""
-    plain = not ctx.cfg.selector.pretrain
-    return _train_phase(ctx, "warmup", 0, ctx.data, folder, 0, plain=plain)
+def _warmup_phases(ctx: RunContext, folder: Path) -> tuple[PhaseResult, int]:
+    """The pre-training phase: meta re-weighting with the random clean pool as the meta set
+    (after Stage A, plain training on the noisy data, with warmup_init=plain) or, with
+    selector.pretrain=false, plain training on the noisy data (no meta samples); and the steps
+    of both."""
+    sel = ctx.cfg.selector
+    if not sel.pretrain:
+        warm = _train_phase(ctx, "warmup", 0, ctx.data, folder, 0, plain=True)
+        return warm, warm.steps
+    stage_a = None
+    if sel.warmup_init == "plain":
+        stage_a = _train_phase(
+            ctx, "stage_a", 0, ctx.data, folder, 0, plain=True, selection_follows=False
+        )
+    offset = stage_a.steps if stage_a else 0
+    warm = _train_phase(ctx, "warmup", 0, ctx.data, folder, offset, start=stage_a)
+    return warm, offset + warm.steps
 
 
 def _train_phase(
@@ -185,9 +209,11 @@ def _train_phase(
     offset: int,
     plain: bool = False,
     selection_follows: bool = True,
+    start: PhaseResult | None = None,
 ) -> PhaseResult:
-    """Meta re-weighting (`plain`: uniform weights) from scratch on `data`, keeping its best and
-    final models and, when a selection round follows, the snapshots it reads every P."""
+    """Meta re-weighting (`plain`: uniform weights) on `data` from the best model of phase
+    `start` (None: from scratch), keeping its best and final models and, when a selection round
+    follows, the snapshots it reads every P. It evaluates its starting model before any step."""
     sel = ctx.cfg.selector
     data_ctx = replace(ctx, data=data)
     phase = plan_phase(
@@ -199,16 +225,23 @@ def _train_phase(
         snapshot_unit=sel.snapshot_unit,
         keep_best=True,
     )
+    phase = replace(phase, eval_at_start=True)
 
     def train() -> dict[str, Any]:
         log.info(
-            "Phase %s: %d training / %d meta examples%s.",
+            "Phase %s: %d training / %d meta examples%s, from %s.",
             name,
             len(data.train),
             len(data.clean),
             " (plain training, uniform weights)" if plain else "",
+            "scratch" if start is None else f"the best model of phase {start.name}",
         )
-        model_ctx = replace(data_ctx, model=fresh_model(data_ctx, number))
+        model = (
+            fresh_model(data_ctx, number)
+            if start is None
+            else _snapshot_model(ctx, start.snapshot_folder, "best")
+        )
+        model_ctx = replace(data_ctx, model=model)
         if plain:
             return train_loop(model_ctx, UniformRule(), phase)
         return train_method(model_ctx, phase)
@@ -222,8 +255,9 @@ def _round(
     sel = ctx.cfg.selector
     follows = len(data.clean) < sel.budget
     if sel.round_training == "reweight":
+        start = prev if sel.round_init == "previous" else None
         return _train_phase(
-            ctx, f"round{r}", r, data, ctx.run_dir, offset, selection_follows=follows
+            ctx, f"round{r}", r, data, ctx.run_dir, offset, selection_follows=follows, start=start
         )
     return _finetune(ctx, r, data, prev, offset, selection_follows=follows)
 
@@ -363,6 +397,7 @@ def _summary(
         "best_val_acc": m["best_val_acc"],
         "best_step": m["best_step"],
         "steps": result.steps,
+        **{k: m[k] for k in START_METRICS if k in m},
     }
 
 
