@@ -11,14 +11,17 @@ times three selectors) with the joblib launcher, the `--set` overrides and a sma
 below; the uninterrupted reference runs first into ROOT/clean, the faulted one into
 ROOT/faulty. Each kill comes a random 0..--max-delay seconds after a job of the launch writes
 a checkpoint, so kills land at random training steps, evaluations and checkpoint writes.
-Prints one JSON summary and exits 1 if any cell was lost, rewritten after completion, or
-differs from the reference.
+Prints one JSON summary (with `checkpoint_resumes`, the phases the relaunches resumed from a
+checkpoint, read from the jobs' train.log) and exits 1 if any cell was lost, rewritten after
+completion, or differs from the reference, or if a resumed phase trained from another step than
+its checkpoint's.
 """
 
 import argparse
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -129,6 +132,27 @@ def training_started(root: Path, proc: subprocess.Popen, since: float) -> bool:
     return False
 
 
+# What l2rw.methods.loop logs when a phase resumes, and when a phase's training ends
+# (LAUNCH_LINE: the step this launch started from, the optimizer steps it took).
+RESUMED = re.compile(r"Resumed phase (\S+) from its checkpoint at step (\d+) ")
+LAUNCHED = re.compile(r"Phase (\S+): started at step (\d+), (\d+) optimizer steps in this launch")
+
+
+def resume_counts(root: Path) -> tuple[int, int]:
+    """Over the jobs' logs: how many phases resumed from a checkpoint, and how many of those
+    then trained from another step than the checkpoint's (a resume that started over)."""
+    resumes = started_over = 0
+    for log in root.glob("multirun/*/train.log"):
+        pending: dict[str, int] = {}
+        for line in log.read_text().splitlines():
+            if m := RESUMED.search(line):
+                resumes += 1
+                pending[m[1]] = int(m[2])
+            elif (m := LAUNCHED.search(line)) and m[1] in pending:
+                started_over += int(m[2]) != pending.pop(m[1])
+    return resumes, started_over
+
+
 def run_faulted(root: Path, args: argparse.Namespace) -> dict:
     """Launch, kill the whole sweep at a random moment of training, re-launch; `args.kills`
     times (fewer if the sweep completes first), then launch until every cell is completed."""
@@ -190,9 +214,7 @@ def main() -> None:
             or faulty[k].get("weights_hist") != clean[k].get("weights_hist")
         )
     )
-    resumes = sum(
-        p.read_text().count("Resumed phase") for p in faulty_root.glob("multirun/*/train.log")
-    )
+    resumes, started_over = resume_counts(faulty_root)
     summary = {
         "protocol": args.protocol,
         "cells": expected_cells(args),
@@ -200,6 +222,7 @@ def main() -> None:
         "reference_sweep_s": round(reference_s, 1),
         **faults,
         "checkpoint_resumes": resumes,
+        "resumes_started_over": started_over,
         "reference_completed": sum(r["status"] == "completed" for r in clean.values()),
         "records_lost": len(lost),
         "records_rewritten_after_completion": len(rewritten),
@@ -212,6 +235,7 @@ def main() -> None:
         and not lost
         and not rewritten
         and not differ
+        and not started_over
         and not summary["unexpected_cells"]
     )
     sys.exit(0 if ok else 1)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from launches import capture_info, phase_launches
 
 import l2rw.methods.checkpoint as checkpoint_module
 import l2rw.methods.loop as loop
@@ -70,7 +71,7 @@ def test_checkpoint_from_another_config_is_refused_then_force_starts_over(
 
 
 def test_unreadable_checkpoint_is_moved_aside_and_the_run_starts_over(
-    tiny_cfg, tmp_path, monkeypatch
+    tiny_cfg, tmp_path, monkeypatch, caplog
 ):
     straight = run(tiny_cfg(*OVERRIDES), tmp_path / "straight")
     run_dir = tmp_path / "run"
@@ -79,8 +80,11 @@ def test_unreadable_checkpoint_is_moved_aside_and_the_run_starts_over(
     garbled = path.read_bytes()[:100]
     path.write_bytes(garbled)
 
+    capture_info(caplog)
     resumed = run(tiny_cfg(*OVERRIDES), run_dir)
     assert resumed["status"] == "completed"
+    assert "could not be read" in caplog.text
+    assert phase_launches(caplog.text) == [("train", 0, 12, 12)]
     assert resumed["metrics"] == straight["metrics"]
     (aside,) = run_dir.glob("checkpoint-train.pt.unreadable-*")
     assert aside.read_bytes() == garbled
@@ -200,22 +204,28 @@ def test_a_sweep_killed_at_random_steps_and_relaunched_loses_nothing(data_dir, t
         text=True,
         timeout=600,
     )
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     summary = json.loads(proc.stdout)
-    assert proc.returncode == 0, summary
     assert summary["kills"] >= 1
+    # The relaunches went on from checkpoints: at least one job resumed, and every phase that
+    # resumed trained from its checkpoint's step on (the step it restarted from is logged).
+    assert summary["checkpoint_resumes"] >= 1
+    assert summary["resumes_started_over"] == 0
     assert summary["reference_completed"] == 3
     assert summary["records_lost"] == 0
     assert summary["records_rewritten_after_completion"] == 0
     assert summary["metrics_differ"] == 0
 
 
-def test_a_log_line_torn_by_a_kill_is_dropped_on_resume(tiny_cfg, tmp_path, monkeypatch):
+def test_a_log_line_torn_by_a_kill_is_dropped_on_resume(tiny_cfg, tmp_path, monkeypatch, caplog):
     straight = run(tiny_cfg(*OVERRIDES), tmp_path / "straight")
     run_dir = tmp_path / "run"
     interrupt_after_first_checkpoint(tiny_cfg, run_dir, monkeypatch)
     with (run_dir / "metrics.jsonl").open("a") as fh:
         fh.write('{"step": 5, "train/lo')
+    capture_info(caplog)
     resumed = run(tiny_cfg(*OVERRIDES), run_dir)
+    assert phase_launches(caplog.text) == [("train", 4, 8, 12)]
     assert resumed["metrics"] == straight["metrics"]
     log = (run_dir / "metrics.jsonl").read_text()
     assert log == (tmp_path / "straight" / "metrics.jsonl").read_text()

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from launches import capture_info, phase_launches
 
 import l2rw.methods.loop as loop
 import l2rw.methods.selection as selection
@@ -131,9 +132,13 @@ class Interrupted(Exception):
     pass
 
 
-def test_interrupted_selection_job_resumes_to_the_same_result(tiny_cfg, tmp_path, monkeypatch):
+def test_interrupted_selection_job_resumes_to_the_same_result(
+    tiny_cfg, tmp_path, monkeypatch, caplog
+):
     overrides = ("selector=rbc", "selector.cache_warmup=false", "train.length=8")
+    capture_info(caplog)
     straight = run(toy(tiny_cfg, tmp_path, *overrides), tmp_path / "straight")
+    assert phase_launches(caplog.text) == [("warmup", 0, 8, 8), ("round1", 0, 8, 8)]
     real_save = loop.save_checkpoint
 
     def die_in_round1(folder, name, state, *identity):
@@ -147,8 +152,13 @@ def test_interrupted_selection_job_resumes_to_the_same_result(tiny_cfg, tmp_path
     assert (tmp_path / "resumed" / "round-1.json").exists()
     assert (tmp_path / "resumed" / "checkpoint-round1.pt").exists()
     monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    caplog.clear()
     resumed = run(toy(tiny_cfg, tmp_path, *overrides), tmp_path / "resumed")
     assert resumed["status"] == "completed"
+    # The finished warm-up is not trained again; round 1 goes on from its checkpoint of step 2.
+    assert "Phase warmup finished before" in caplog.text
+    assert "Resumed phase round1 from its checkpoint at step 2 of 8." in caplog.text
+    assert phase_launches(caplog.text) == [("round1", 2, 6, 8)]
     assert resumed["metrics"] == straight["metrics"]
     assert resumed["selection"]["meta_indices"] == straight["selection"]["meta_indices"]
     assert resumed["weights_hist"] == straight["weights_hist"]
@@ -156,7 +166,9 @@ def test_interrupted_selection_job_resumes_to_the_same_result(tiny_cfg, tmp_path
     assert log == (tmp_path / "straight" / "metrics.jsonl").read_text()
 
 
-def test_meta_reweight_weight_table_survives_an_interruption(tiny_cfg, tmp_path, monkeypatch):
+def test_meta_reweight_weight_table_survives_an_interruption(
+    tiny_cfg, tmp_path, monkeypatch, caplog
+):
     overrides = ("method=meta_reweight", "dataset.clean_size=20", "device=cpu")
     straight = run(tiny_cfg(*overrides), tmp_path / "straight")
     real_save = loop.save_checkpoint
@@ -173,7 +185,11 @@ def test_meta_reweight_weight_table_survives_an_interruption(tiny_cfg, tmp_path,
     monkeypatch.setattr(loop, "save_checkpoint", real_save)
     # The weights moved from their U[0, 1) start and stay in [0, 1].
     assert float(saved["weights"].min()) >= 0 and float(saved["weights"].max()) <= 1
+    capture_info(caplog)
     resumed = run(tiny_cfg(*overrides), tmp_path / "resumed")
+    # Resumed from the checkpoint of step 4 (with its weight table): 8 more steps, not 12.
+    assert "Resumed phase train from its checkpoint at step 4 of 12." in caplog.text
+    assert phase_launches(caplog.text) == [("train", 4, 8, 12)]
     assert resumed["metrics"] == straight["metrics"]
     assert resumed["weights_hist"] == straight["weights_hist"]
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from launches import capture_info, phase_launches
 
 import l2rw.methods.loop as loop
 import l2rw.tracking.record as record_module
@@ -69,7 +70,7 @@ class Interrupted(Exception):
     pass
 
 
-def test_interrupted_run_resumes_to_the_same_result(tiny_cfg, tmp_path, monkeypatch):
+def test_interrupted_run_resumes_to_the_same_result(tiny_cfg, tmp_path, monkeypatch, caplog):
     # Bit-identical resume is a CPU guarantee: CUDA's kernels are not deterministic.
     overrides = (
         "noise=uniform_flip",
@@ -78,7 +79,9 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_cfg, tmp_path, monkeypa
         "train.length=12",
         "device=cpu",
     )
+    capture_info(caplog)
     straight = run(tiny_cfg(*overrides), tmp_path / "straight")
+    assert phase_launches(caplog.text) == [("train", 0, 12, 12)]
 
     saves = []
     real_save = loop.save_checkpoint
@@ -97,9 +100,14 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_cfg, tmp_path, monkeypa
     assert (tmp_path / "resumed" / "checkpoint-train.pt").exists()
     monkeypatch.setattr(loop, "save_checkpoint", real_save)
 
+    caplog.clear()
     resumed = run(tiny_cfg(*overrides), tmp_path / "resumed")
     assert saves == [4, 8]
     assert resumed["status"] == "completed"
+    # It resumed from the checkpoint of step 8: this launch made the last 4 steps only.
+    assert "Resumed phase train from its checkpoint at step 8 of 12." in caplog.text
+    assert phase_launches(caplog.text) == [("train", 8, 4, 12)]
+    assert not list((tmp_path / "resumed").glob("checkpoint-train.pt*"))
     for key in ("test_acc", "test_loss", "train_loss", "test_acc_es", "best_step"):
         assert resumed["metrics"][key] == straight["metrics"][key], key
     assert resumed["weights_hist"] == straight["weights_hist"]
