@@ -5,8 +5,10 @@ exist."""
 import errno
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -229,3 +231,40 @@ def test_a_log_line_torn_by_a_kill_is_dropped_on_resume(tiny_cfg, tmp_path, monk
     assert resumed["metrics"] == straight["metrics"]
     log = (run_dir / "metrics.jsonl").read_text()
     assert log == (tmp_path / "straight" / "metrics.jsonl").read_text()
+
+
+def test_sigterm_writes_a_failed_record_then_the_rerun_resumes(tiny_cfg, tmp_path, data_dir):
+    """A job pre-empted with SIGTERM after its first checkpoint (a real process): its record is
+    `failed` and says it was interrupted; the same command again resumes from the checkpoint and
+    ends where an uninterrupted run does."""
+    from conftest import TINY
+
+    overrides = ["noise=uniform_flip", "device=cpu", "train.length=200", "train.eval_every=50"]
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "l2rw.train", *TINY, f"paths.data_dir={data_dir}", *overrides]
+    cmd += ["threads=1", f"hydra.run.dir={run_dir}"]
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    job = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    checkpoint = run_dir / "checkpoint-train.pt"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    job.send_signal(signal.SIGTERM)
+    output = job.communicate(timeout=120)[0].decode()
+    assert job.returncode != 0, output[-2000:]
+    record = json.loads((run_dir / "result.json").read_text())
+    assert record["status"] == "failed"
+    assert record["error"].startswith("interrupted; re-run the same command to resume")
+    step = torch.load(checkpoint, weights_only=True)["step"]
+    assert 4 <= step < 200
+
+    again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    log = (run_dir / "train.log").read_text()
+    assert f"Resumed phase train from its checkpoint at step {step} of 200." in log
+    assert phase_launches(log) == [("train", step, 200 - step, 200)]
+    resumed = json.loads((run_dir / "result.json").read_text())
+    assert resumed["status"] == "completed"
+    assert not checkpoint.exists()
+    straight = run(tiny_cfg(*overrides), tmp_path / "straight")
+    assert resumed["metrics"] == straight["metrics"]
