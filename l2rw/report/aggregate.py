@@ -13,10 +13,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from l2rw.report.spec import ROUNDS, TableSpec, value_order
+from l2rw.report.spec import ROUNDS, TableSpec, protocol_text, value_order
 
 # Problem kinds, in the order the report lists them.
 KINDS = (
+    "earlier_protocol",
     "missing_cell",
     "missing_seeds",
     "failed",
@@ -27,6 +28,7 @@ KINDS = (
     "no_metric",
     "no_key",
     "other_scale",
+    "other_protocol",
     "other_table",
     "unreadable",
     "not_in_sweep",
@@ -90,6 +92,47 @@ def _describe(spec: TableSpec, cell: tuple[Any, ...]) -> str:
     )
 
 
+def _one_protocol(frame: pd.DataFrame, spec: TableSpec, problems: list[Problem]) -> pd.DataFrame:
+    """The runs of one protocol (`TableSpec.protocol`): the table config's or, when no run was
+    made under it (a table not re-run since its protocol changed), the earlier one most runs
+    share, said so; runs of any other protocol are excluded and listed."""
+    if frame.empty or not spec.protocol:
+        return frame
+    kept = frame["own_protocol"].astype(bool)
+    if not kept.any():
+        earlier = frame["protocol"].value_counts().index[0]
+        kept = frame["protocol"] == earlier
+        problems.append(
+            Problem(
+                "earlier_protocol",
+                f"every run reported here was made under an earlier protocol: "
+                f"{_changes(earlier, spec)}; the table's config now runs "
+                f"{protocol_text(spec.protocol)}. Re-run the table to report it under that.",
+            )
+        )
+    for protocol, group in frame[~kept].groupby("protocol"):
+        runs = group["run"].drop_duplicates()
+        problems.append(
+            Problem(
+                "other_protocol",
+                f"{len(runs)} run(s) made under another protocol ({protocol}) are excluded: "
+                f"{_listing(runs)}.",
+            )
+        )
+    return frame[kept]
+
+
+def _changes(earlier: str, spec: TableSpec) -> str:
+    """The settings of the `earlier` protocol (as `protocol_text` wrote it) that the table's
+    config has changed, each with its value now."""
+    then = dict(item.split("=", 1) for item in earlier.split(", ") if "=" in item)
+    return ", ".join(
+        f"{key}={then[key]} (now {value})"
+        for key, value in spec.protocol
+        if key in then and then[key] != str(value)
+    )
+
+
 def _exclude_foreign(
     frame: pd.DataFrame, spec: TableSpec, keys: list[str], problems: list[Problem]
 ) -> pd.DataFrame:
@@ -111,7 +154,7 @@ def _exclude_foreign(
                 f"'{spec.scale}'; pass scale={scale} to report them): {_listing(group['run'])}.",
             )
         )
-    frame = frame[frame["scale"] == spec.scale]
+    frame = _one_protocol(frame[frame["scale"] == spec.scale], spec, problems)
     unkeyed = frame[[*keys, "seed"]].isna().any(axis=1)
     for r in frame[unkeyed].itertuples():
         missing = [k for k in [*keys, "seed"] if pd.isna(getattr(r, k))]

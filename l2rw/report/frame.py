@@ -10,12 +10,14 @@ import pandas as pd
 
 from l2rw.report.records import Record
 from l2rw.report.spec import (
+    PROTOCOL_KEYS,
     ROUNDS,
     RUN_COLUMNS,
     STAGE,
     TableSpec,
     global_option_value,
     hashable,
+    protocol_text,
 )
 from l2rw.tracking.record import is_bookkeeping, override_key
 
@@ -123,6 +125,7 @@ def _row(
         metric=metric if isinstance(metric, int | float) else math.nan,
         value=reported_value(metric, spec, name),
         variant=variant(data.get("cell") or [], spec.keys),
+        **run_protocol(config, spec),
         git_commit=data.get("git_commit"),
         device=data.get("device"),
         wall_time_s=data.get("wall_time_s"),
@@ -130,6 +133,24 @@ def _row(
         finished_at=data.get("finished_at"),
     )
     return row
+
+
+def run_protocol(config: dict[str, Any], spec: TableSpec) -> dict[str, Any]:
+    """The run's values of the table's protocol keys (`protocol`, as text) and whether they are
+    the table config's (`own_protocol`). A record without a key that came later ran under its
+    earlier value (PROTOCOL_KEYS); a key the run has no value for does not apply to it (e.g.
+    noise.mapping in a run with uniform noise) and is left out."""
+    values = []
+    for key, _ in spec.protocol:
+        value = config_value(config, key)
+        value = PROTOCOL_KEYS[key] if value is None else value
+        if value is not None:
+            values.append((key, value))
+    own = dict(spec.protocol)
+    return {
+        "protocol": protocol_text(values),
+        "own_protocol": all(own[key] == value for key, value in values),
+    }
 
 
 def variant(cell: list[str], keys: list[str]) -> str:

@@ -44,6 +44,7 @@ def provenance(
         ("scale", spec.scale),
         ("source", _source(spec, source)),
         ("commits", _distinct(counted["git_commit"])),
+        *([("protocol", _distinct(counted["protocol"]))] if spec.protocol else []),
         ("seeds", ", ".join(str(s) for s in sorted(set(counted["seed"].astype(int)))) or "none"),
         ("hardware", _distinct(counted["device"])),
         ("runs", f"{len(counted)} averaged{per_run} of {len(read)} read at this scale"),

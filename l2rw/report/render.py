@@ -47,6 +47,11 @@ def to_markdown(report: Report) -> str:
         f"Ours at scale `{spec.scale}`, {spec.seeds} seed(s) expected per cell. Value: "
         f"{value_label(spec)}; {CELL_LEGEND}.",
         "",
+        *[
+            f"**Made under an earlier protocol**: {p.text}\n"
+            for p in agg.problems
+            if p.kind == "earlier_protocol"
+        ],
         *_markdown_table(_corner(spec), _grid(report)),
         "",
     ]

@@ -46,6 +46,9 @@ class TableSpec:
     stages: tuple[tuple[str, str], ...] = ()
     # Rows (without the stage) that per-run figures draw; empty: all.
     figure_rows: tuple[str, ...] = ()
+    # (key, value) of the PROTOCOL_KEYS the table's config sets and neither its rows, columns
+    # nor its sweep vary: the protocol its runs are made under now.
+    protocol: tuple[tuple[str, Any], ...] = ()
 
     def metrics(self) -> list[tuple[str | None, str]]:
         """(stage label, metric) of each frame row one record yields; with the key ROUNDS, the
@@ -87,6 +90,19 @@ def table_names() -> list[str]:
 
 
 # One row per run in the report's frame: these columns, after the table's row / column keys.
+# Settings that make a table's protocol beyond its rows and columns, each with the value the
+# records made before the key existed ran under (None: the key always existed, and a record
+# without it is one it does not apply to). A report counts the runs of one protocol only: its
+# config's, or, until the table is re-run, the earlier one (l2rw.report.aggregate).
+PROTOCOL_KEYS: dict[str, Any] = {
+    "selector.round_init": "scratch",
+    "selector.warmup_init": "scratch",
+    "method.meta_lr": None,
+    "method.meta_lr_scale": "none",
+    "noise.mapping": None,
+    "dataset.normalize": None,
+}
+
 RUN_COLUMNS = [
     "run",
     "table",
@@ -97,6 +113,8 @@ RUN_COLUMNS = [
     "metric",
     "value",
     "variant",
+    "protocol",
+    "own_protocol",
     "git_commit",
     "device",
     "wall_time_s",
@@ -208,7 +226,31 @@ def _spec(cfg: DictConfig, table: str, output_root: str | None) -> TableSpec:
         output_root=output_root or cfg.paths.output_root,
         wandb_project=cfg.logger.wandb.project,
         wandb_entity=cfg.logger.wandb.entity,
+        protocol=_protocol(cfg, keys, sweeps),
     )
+
+
+def _protocol(
+    cfg: DictConfig, keys: list[str], sweeps: dict[str, list[Any]]
+) -> tuple[tuple[str, Any], ...]:
+    """The table config's values of the PROTOCOL_KEYS it sets and does not vary (a swept group,
+    `selector` or `noise`, may: its options either share the table's value or have none, and a
+    run with none is one the key does not apply to)."""
+
+    def varied(key: str) -> bool:
+        return key in keys or any(
+            key == swept
+            or any(global_option_value(swept, option, key) is not None for option in options)
+            for swept, options in sweeps.items()
+        )
+
+    values = ((key, OmegaConf.select(cfg, key)) for key in PROTOCOL_KEYS if not varied(key))
+    return tuple((key, value) for key, value in values if value is not None)
+
+
+def protocol_text(values: tuple[tuple[str, Any], ...] | list[tuple[str, Any]]) -> str:
+    """`key=value, ...`: how reports name a protocol."""
+    return ", ".join(f"{key}={value}" for key, value in values)
 
 
 def _sweep_values(cfg: DictConfig) -> dict[str, list[Any]]:
