@@ -115,14 +115,32 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_cfg, tmp_path, monkeypa
     assert (tmp_path / "resumed" / "metrics.jsonl").read_text() == straight_log
 
 
-def test_completed_job_is_skipped_unless_forced(tiny_cfg, tmp_path):
+def test_completed_job_is_skipped_unless_forced(tiny_cfg, tmp_path, caplog):
+    capture_info(caplog)
     first = run(tiny_cfg(), tmp_path)
+    first_record = (tmp_path / "result.json").read_bytes()
+    first_log = (tmp_path / "metrics.jsonl").read_text()
+    assert phase_launches(caplog.text) == [("train", 0, 12, 12)]
+
+    caplog.clear()
     again = run(tiny_cfg(), tmp_path)
-    assert again["finished_at"] == first["finished_at"]
+    assert "already holds a completed record" in caplog.text
+    assert phase_launches(caplog.text) == []  # nothing trained
+    assert again == json.loads(first_record)
+    assert (tmp_path / "result.json").read_bytes() == first_record
+
+    caplog.clear()
     forced = run(tiny_cfg("force=true"), tmp_path)
+    # Trained again from step 0, the earlier record and metrics moved aside, not deleted.
+    assert phase_launches(caplog.text) == [("train", 0, 12, 12)]
     assert forced["status"] == "completed"
-    assert forced["finished_at"] >= first["finished_at"]
-    assert forced is not first and "wall_time_s" in forced
+    (aside,) = tmp_path.glob(f"{record_module.REPLACED_PREFIX}*")
+    assert (aside / "result.json").read_bytes() == first_record
+    assert (aside / "metrics.jsonl").read_text() == first_log
+    assert json.loads((tmp_path / "result.json").read_text()) == json.loads(json.dumps(forced))
+    # The same computation again: the same metrics and evaluations.
+    assert forced["metrics"] == first["metrics"]
+    assert (tmp_path / "metrics.jsonl").read_text() == first_log
 
 
 def _cli(args, tmp_path, data_dir):
