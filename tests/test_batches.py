@@ -1,6 +1,7 @@
 """Batch streams are pure functions of (seed, step); augmentation crops and flips correctly."""
 
 import torch
+from scipy import stats
 
 from l2rw.data.batches import BalancedStream, EpochStream
 from l2rw.data.transforms import random_crop_flip
@@ -24,18 +25,42 @@ def test_balanced_stream_draws_equal_counts_per_class():
     assert torch.equal(batch, BalancedStream(labels, 100, 0, 2)(11))
 
 
-def test_crop_flip_without_padding_is_identity_or_mirror():
-    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4)
-    gen = torch.Generator().manual_seed(0)
-    out = random_crop_flip(x, padding=0, gen=gen)
-    for i in range(2):
-        assert torch.equal(out[i], x[i]) or torch.equal(out[i], x[i].flip(-1))
+def _outcomes(x, out, padding):
+    """For each image, the index of the one (row offset, column offset, flip) whose window of
+    the zero-padded image it equals: (r * (2p + 1) + c) * 2 + flip; -1 when none does."""
+    n, _, h, w = x.shape
+    side = 2 * padding + 1
+    padded = torch.nn.functional.pad(x, (padding,) * 4)
+    windows = []
+    for r in range(side):
+        for c in range(side):
+            window = padded[..., r : r + h, c : c + w]
+            windows += [window, window.flip(-1)]
+    match = (torch.stack(windows) == out).flatten(2).all(2)  # [outcomes, n]
+    assert (match.sum(0) <= 1).all(), "random images: at most one window matches"
+    return torch.where(match.any(0), match.float().argmax(0), torch.tensor(-1))
 
 
-def test_crop_is_a_shifted_window_of_the_zero_padded_image():
-    x = torch.rand(64, 1, 5, 5)
-    out = random_crop_flip(x, padding=2, gen=torch.Generator().manual_seed(1))
-    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
-    for i in range(64):
-        windows = [padded[i, :, r : r + 5, c : c + 5] for r in range(5) for c in range(5)]
-        assert any(torch.equal(out[i], w) or torch.equal(out[i], w.flip(-1)) for w in windows)
+def test_crop_flip_without_padding_flips_about_half():
+    x = torch.rand(400, 3, 4, 4)
+    out = random_crop_flip(x, padding=0, gen=torch.Generator().manual_seed(0))
+    outcome = _outcomes(x, out, padding=0)
+    assert (outcome >= 0).all()  # each the image or its mirror
+    flipped = int(outcome.sum())
+    # Binomial(400, 1/2): a two-sided test at 1e-3 (the identity, or always flipping, fails).
+    assert stats.binomtest(flipped, 400, 0.5).pvalue > 1e-3
+
+
+def test_crop_is_a_uniform_shifted_window_of_the_zero_padded_image():
+    n, padding = 2000, 2
+    x = torch.rand(n, 1, 5, 5) + 0.1  # no zeros: a shifted window never equals another
+    out = random_crop_flip(x, padding=padding, gen=torch.Generator().manual_seed(1))
+    outcome = _outcomes(x, out, padding)
+    assert (outcome >= 0).all()  # every output is a window of its padded image, maybe mirrored
+    # Each of the 25 offsets x 2 flips equally likely, drawn per image (chi-square, 49 dof).
+    counts = torch.bincount(outcome, minlength=50).numpy()
+    assert stats.chisquare(counts).pvalue > 1e-3
+    again = random_crop_flip(x, padding=padding, gen=torch.Generator().manual_seed(1))
+    assert torch.equal(out, again)
+    other = random_crop_flip(x, padding=padding, gen=torch.Generator().manual_seed(2))
+    assert not torch.equal(out, other)
