@@ -3,9 +3,12 @@ hyper-validation accuracy, +FT starts from the model the training stage reports 
 both accuracies, a job interrupted in its fine-tuning does not train again, CLEAN ONLY trains on
 the clean pool, and S-Model +CONF finds its baseline or trains one."""
 
+import json
+
 import pytest
 import torch
 
+import l2rw.methods.loop as loop
 import l2rw.methods.noisy_labels as noisy_labels
 import l2rw.methods.stages as stages
 from l2rw.errors import ConfigError
@@ -33,13 +36,44 @@ def cfg(tiny_cfg, tmp_path):
     return make
 
 
-def test_early_stop_reports_the_best_hyper_validation_model(cfg, tmp_path):
-    record = run(cfg("stop=early"), tmp_path / "job")
+# Hyper-validation and test accuracies the evaluations report in turn (scripted below): the best
+# validation accuracy is the second evaluation's, and no two are equal.
+SCRIPTED_VAL = [0.5, 0.8, 0.6, 0.7]
+SCRIPTED_TEST = [0.31, 0.42, 0.53, 0.64]
+
+
+@pytest.fixture
+def scripted_evaluations(monkeypatch):
+    """Each evaluation reports the next of SCRIPTED_VAL / SCRIPTED_TEST as its accuracies."""
+    real, calls = loop._evaluate, []
+
+    def scripted(ctx, preprocess):
+        out = real(ctx, preprocess)
+        i = len(calls) % len(SCRIPTED_VAL)
+        calls.append(i)
+        out["val"]["acc"], out["test"]["acc"] = SCRIPTED_VAL[i], SCRIPTED_TEST[i]
+        return out
+
+    monkeypatch.setattr(loop, "_evaluate", scripted)
+    return calls
+
+
+@pytest.mark.parametrize("stop", ["early", "final"])
+def test_early_stop_reports_the_best_hyper_validation_model(
+    cfg, tmp_path, scripted_evaluations, stop
+):
+    # 16 steps evaluated every 4: the evaluations at steps 4, 8, 12, 16; the best is step 8's.
+    record = run(cfg(f"stop={stop}", "train.length=16"), tmp_path / "job")
     m = record["metrics"]
     assert record["status"] == "completed"
-    assert m["test_acc"] == m["test_acc_es"]
-    final = run(cfg("stop=final"), tmp_path / "final")["metrics"]
-    assert final["test_acc"] == final["test_acc_final"]
+    assert len(scripted_evaluations) == 4
+    rows = [json.loads(line) for line in (tmp_path / "job" / "metrics.jsonl").open()]
+    assert [(r["step"], r["val/acc"], r["test/acc"]) for r in rows] == list(
+        zip([4, 8, 12, 16], SCRIPTED_VAL, SCRIPTED_TEST, strict=True)
+    )
+    assert (m["best_step"], m["best_val_acc"], m["test_acc_es"]) == (8, 0.8, 0.42)
+    assert m["test_acc_final"] == 0.64
+    assert m["test_acc"] == (0.42 if stop == "early" else 0.64)
 
 
 @pytest.mark.parametrize("stop,start", [("final", "final"), ("early", "best")])
