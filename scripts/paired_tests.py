@@ -1,4 +1,5 @@
-"""Paired comparisons of one row of a table against every other row, seed by seed.
+"""Paired comparisons of one row of a table against every other row, seed by seed (or, with
+`--across columns`, of one column against every other column, within each row: an ablation).
 
 The runs of one seed share the data split and noise draw, so differences are paired by seed:
 for each column, the mean difference (row minus reference, in the table's unit), how many seeds
@@ -8,6 +9,8 @@ records as `python -m l2rw.report`.
 
     python scripts/paired_tests.py l2rw_table2_fmnist "l2rw / final / trained" \
         --output-root results/records [--scale cpu] [CONFIG_OVERRIDE ...]
+    python scripts/paired_tests.py rbc_ablation_mnist "previous / scratch / next / unit" \
+        --across columns --output-root results/records
 """
 
 import argparse
@@ -24,19 +27,22 @@ from l2rw.report.spec import load_spec
 
 
 def paired_table(
-    table: str, reference: str, output_root: str, overrides: list[str]
+    table: str, reference: str, output_root: str, overrides: list[str], across: str = "rows"
 ) -> pd.DataFrame:
+    """One line per (group, compared label): `across="rows"` compares rows within each column
+    (group: the column), `"columns"` columns within each row (group: the row)."""
+    group_key, label_key = ("column", "row") if across == "rows" else ("row", "column")
     spec = load_spec(table, overrides, output_root)
     agg = aggregate(records_frame(load_local(Path(spec.output_root), spec.name), spec), spec)
     keys = list(spec.short.values())
     labels = agg.cells.set_index(keys)[["row", "column"]]
     runs = agg.counted.join(labels, on=keys)
-    by_seed = runs.pivot_table(index=["column", "seed"], columns="row", values="value")
+    by_seed = runs.pivot_table(index=[group_key, "seed"], columns=label_key, values="value")
     if reference not in by_seed.columns:
         known = ", ".join(map(repr, by_seed.columns))
-        raise SystemExit(f"No row {reference!r} with completed runs; rows: {known}")
+        raise SystemExit(f"No {label_key} {reference!r} with completed runs; {label_key}s: {known}")
     out = []
-    for column, group in by_seed.groupby(level="column", sort=False):
+    for column, group in by_seed.groupby(level=group_key, sort=False):
         for row in group.columns:
             if row == reference:
                 continue
@@ -50,8 +56,8 @@ def paired_table(
             )
             out.append(
                 {
-                    "column": column,
-                    "row": row,
+                    group_key: column,
+                    label_key: row,
                     "seeds": len(both),
                     "mean_diff": round(float(diff.mean()), 2),
                     "reference_ahead": int(ahead.sum()),
@@ -64,13 +70,18 @@ def paired_table(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("table")
-    parser.add_argument("reference", help="the row label to compare the others with")
+    parser.add_argument("reference", help="the row (column) label to compare the others with")
+    parser.add_argument("--across", choices=("rows", "columns"), default="rows")
     parser.add_argument("--output-root", default="outputs")
     parser.add_argument("--scale", default="cpu")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_intermixed_args()
     frame = paired_table(
-        args.table, args.reference, args.output_root, [f"scale={args.scale}", *args.overrides]
+        args.table,
+        args.reference,
+        args.output_root,
+        [f"scale={args.scale}", *args.overrides],
+        args.across,
     )
     with pd.option_context("display.width", 200, "display.max_rows", 500):
         print(frame.to_string(index=False, float_format=lambda x: f"{x:.3g}"))

@@ -63,3 +63,21 @@ def test_config_overrides_may_follow_the_options(output_root):
     )
     diff = 100 * (np.array(BASELINE_ACC) - np.array(L2RW_ACC)).mean()
     assert f"{diff:.3g}" in out.stdout.split()
+
+
+def test_across_columns_compares_each_column_with_the_reference_within_each_row(tmp_path):
+    low = [0.80, 0.84, 0.90]
+    for seed, (hi, lo) in enumerate(zip(L2RW_ACC, low, strict=True)):
+        write_record(tmp_path, make_record(method="l2rw", frac=0.995, seed=seed, acc=hi))
+        write_record(tmp_path, make_record(method="l2rw", frac=0.9, seed=seed, acc=lo))
+    frame = _load_script().paired_table(
+        "l2rw_fig2", "0.995", str(tmp_path), ["scale=cpu", "report.as_error=false"], "columns"
+    )
+    (row,) = frame.to_dict("records")
+    assert (row["row"], row["column"], row["seeds"]) == ("l2rw", "0.9", 3)
+    diff = 100 * (np.array(low) - np.array(L2RW_ACC))
+    assert row["mean_diff"] == pytest.approx(diff.mean(), abs=0.005)
+    assert row["reference_ahead"] == 3
+    assert row["p_paired_t"] == pytest.approx(
+        scipy.stats.ttest_rel(100 * np.array(low), 100 * np.array(L2RW_ACC)).pvalue
+    )
