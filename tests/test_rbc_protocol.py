@@ -347,3 +347,29 @@ def test_the_rbc_tables_protocol_leaves_out_what_they_vary():
     assert "method.meta_lr" not in dict(load_spec("rbc_meta_lr_mnist", ["scale=cpu"]).protocol)
     # L2RW tables have no selector, so no round start to compare.
     assert "selector.round_init" not in dict(load_spec("l2rw_fig2", ["scale=cpu"]).protocol)
+
+
+def test_meta_batches_with_replacement_are_a_pure_function_of_seed_and_step():
+    from l2rw.data.batches import ReplacementStream
+
+    stream = ReplacementStream(20, 50, seed=3, stream=7)
+    first = stream(5)
+    assert len(first) == 50 and int(first.max()) < 20  # more draws than items: repeats
+    assert torch.equal(first, ReplacementStream(20, 50, seed=3, stream=7)(5))
+    assert not torch.equal(first, stream(6))
+    # Every item is drawn about equally often over many steps (chi-square, uniform).
+    counts = np.bincount(torch.cat([stream(s) for s in range(400)]).numpy(), minlength=20)
+    assert stats.chisquare(counts).pvalue > 0.001
+
+
+def test_rectified_gaussian_weights_have_mean_one_and_a_zero_mass(tiny_cfg, tmp_path):
+    from l2rw.methods.reweighting import WEIGHT_INITS
+
+    gen = torch.Generator().manual_seed(0)
+    w = WEIGHT_INITS["rectified_gaussian"](100_000, gen, torch.device("cpu"))
+    assert float(w.mean()) == pytest.approx(1.0)
+    assert float((w == 0).float().mean()) == pytest.approx(0.5, abs=0.01)  # relu of N(0, 1)
+    base = ("method=meta_reweight", "dataset.clean_size=20", "device=cpu")
+    for override in ("method.init=rectified_gaussian", "train.meta_sampling=replacement"):
+        record = run(tiny_cfg(*base, override), tmp_path / override)
+        assert record["status"] == "completed", record["error"]

@@ -114,7 +114,8 @@ class MetaReweightConf(MethodConf):
     meta_lr_scale: str = "none"
     clamp_min: float = 0.0
     clamp_max: float = 1.0
-    # Initial weights: "uniform" U[0, 1) drawn from the seed (the authors' code) or "ones".
+    # Initial weights: "uniform" U[0, 1) drawn from the seed (the authors' code), "ones", or
+    # "rectified_gaussian" (relu(N(0, 1)) scaled to mean 1, the authors' other option).
     init: str = "uniform"
 
     @staticmethod
@@ -122,7 +123,9 @@ class MetaReweightConf(MethodConf):
         MethodConf.check(cfg)
         m = cfg.method
         choice(cfg, "method.engine", ENGINES)
-        choice(cfg, "method.init", ("uniform", "ones"))
+        from l2rw.methods.reweighting import WEIGHT_INITS
+
+        choice(cfg, "method.init", tuple(WEIGHT_INITS))
         choice(cfg, "method.meta_lr_scale", META_LR_SCALES)
         require(m.meta_lr > 0, f"method.meta_lr={m.meta_lr} must be positive.")
         require(

@@ -91,8 +91,11 @@ class TrainLoopConf:
     unit: str = "steps"
     length: int = 8000
     batch_size: int = 100
-    # Clean (meta) examples per step for L2RW and meta re-weighting.
+    # Clean (meta) examples per step for L2RW and meta re-weighting, drawn by "epochs" (shuffled
+    # passes over the meta set; all of it each step when it is no larger) or "replacement" (the
+    # RBC authors' sampler: meta_batch_size draws with replacement every step).
     meta_batch_size: int = 100
+    meta_sampling: str = "epochs"
     lr: float = 0.001
     momentum: float = 0.9
     nesterov: bool = False

@@ -5,12 +5,14 @@ import inspect
 from omegaconf import DictConfig, OmegaConf
 
 from l2rw.config.options import check_options, choice, require
+from l2rw.data.batches import META_STREAMS
 
 # The arguments every registered noise process takes; the rest are its noise.* options.
 NOISE_ARGS = {"num_classes", "rate", "rng"}
 CHOICES = {
     "scale": ("full", "cpu"),
     "train.unit": ("steps", "epochs"),
+    "train.meta_sampling": tuple(META_STREAMS),
     "dataset.normalize": ("unit", "symmetric", "standard", "none"),
     "dataset.augment": ("none", "crop_flip"),
     "dataset.hyper_val_from": ("train", "test"),

@@ -43,5 +43,23 @@ class BalancedStream:
         return torch.cat(picks)
 
 
+class ReplacementStream:
+    """batch_size items drawn uniformly with replacement every step (a batch may exceed n)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, stream: int) -> None:
+        if n == 0:
+            raise ValueError("cannot draw batches from an empty split")
+        self.n, self.batch = n, batch_size
+        self.seed, self.stream = seed, stream
+
+    def __call__(self, step: int) -> torch.Tensor:
+        gen = generator(self.seed, self.stream, step)
+        return torch.randint(self.n, (self.batch,), generator=gen)
+
+
+# train.meta_sampling -> how the meta (clean) batches are drawn.
+META_STREAMS = {"epochs": EpochStream, "replacement": ReplacementStream}
+
+
 def steps_per_epoch(n: int, batch_size: int) -> int:
     return max(1, n // min(batch_size, n))

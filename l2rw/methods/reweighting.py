@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from l2rw.data.batches import EpochStream
+from l2rw.data.batches import META_STREAMS
 from l2rw.meta import l2rw_step, meta_reweight_step, normalize_weights
 from l2rw.methods import METHODS
 from l2rw.methods.context import RunContext
@@ -176,7 +176,8 @@ def l2rw(ctx: RunContext) -> StepRule:
 def _meta_batches(ctx: RunContext):
     """step -> (x, y) of the clean (meta) batch of that step, augmented like training batches."""
     cfg, clean, preprocess = ctx.cfg, ctx.data.clean, ctx.preprocess
-    stream = EpochStream(len(clean), cfg.train.meta_batch_size, cfg.seed, CLEAN_BATCHES)
+    sampler = META_STREAMS[cfg.train.meta_sampling]
+    stream = sampler(len(clean), cfg.train.meta_batch_size, cfg.seed, CLEAN_BATCHES)
 
     def meta_batch(step: int) -> tuple[Tensor, Tensor]:
         idx = stream(step).to(clean.y.device)
@@ -184,6 +185,21 @@ def _meta_batches(ctx: RunContext):
         return preprocess(clean.x[idx], True, gen), clean.y[idx]
 
     return meta_batch
+
+
+def _rectified_gaussian(n: int, gen: torch.Generator, device: torch.device) -> Tensor:
+    """relu(N(0, 1)) scaled to sum n (the RBC authors' --w_rectified_gaussian_init); the first
+    update of each weight clips it into [clamp_min, clamp_max]."""
+    w = torch.relu(torch.randn(n, generator=gen, device=device))
+    return w * (n / w.sum())
+
+
+# method.init -> the initial weights of meta re-weighting's table, from (n, generator, device).
+WEIGHT_INITS = {
+    "uniform": lambda n, gen, device: torch.rand(n, generator=gen, device=device),
+    "ones": lambda n, gen, device: torch.ones(n, device=device),
+    "rectified_gaussian": _rectified_gaussian,
+}
 
 
 class MetaReweightRule:
@@ -196,11 +212,8 @@ class MetaReweightRule:
         self.method = cfg.method
         self.meta_batch = _meta_batches(ctx)
         n, device = len(ctx.data.train), ctx.data.train.y.device
-        if self.method.init == "uniform":
-            gen = generator(cfg.seed, WEIGHTS, device=device)
-            self.weights = torch.rand(n, generator=gen, device=device)
-        else:
-            self.weights = torch.ones(n, device=device)
+        gen = generator(cfg.seed, WEIGHTS, device=device)
+        self.weights = WEIGHT_INITS[self.method.init](n, gen, device)
 
     def __call__(self, model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch):
         x_meta, y_meta = self.meta_batch(batch.step)

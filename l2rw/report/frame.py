@@ -10,7 +10,6 @@ import pandas as pd
 
 from l2rw.report.records import Record
 from l2rw.report.spec import (
-    PROTOCOL_KEYS,
     ROUNDS,
     RUN_COLUMNS,
     STAGE,
@@ -18,6 +17,7 @@ from l2rw.report.spec import (
     global_option_value,
     hashable,
     protocol_text,
+    recorded_value,
 )
 from l2rw.tracking.record import is_bookkeeping, override_key
 
@@ -112,7 +112,7 @@ def _row(
     data, config = record.data, record.data.get("config") or {}
     metric = as_number(metric)
     row = {
-        short: own[key] if key in own else hashable(config_value(config, key))
+        short: own[key] if key in own else hashable(recorded_value(config, key))
         for key, short in spec.short.items()
     }
     row.update(
@@ -138,14 +138,10 @@ def _row(
 def run_protocol(config: dict[str, Any], spec: TableSpec) -> dict[str, Any]:
     """The run's values of the table's protocol keys (`protocol`, as text) and whether they are
     the table config's (`own_protocol`). A record without a key that came later ran under its
-    earlier value (PROTOCOL_KEYS); a key the run has no value for does not apply to it (e.g.
+    earlier value (LEGACY_VALUES); a key the run has no value for does not apply to it (e.g.
     noise.mapping in a run with uniform noise) and is left out."""
-    values = []
-    for key, _ in spec.protocol:
-        value = config_value(config, key)
-        value = PROTOCOL_KEYS[key] if value is None else value
-        if value is not None:
-            values.append((key, value))
+    values = [(key, recorded_value(config, key)) for key, _ in spec.protocol]
+    values = [(key, value) for key, value in values if value is not None]
     own = dict(spec.protocol)
     return {
         "protocol": protocol_text(values),

@@ -90,18 +90,40 @@ def table_names() -> list[str]:
 
 
 # One row per run in the report's frame: these columns, after the table's row / column keys.
-# Settings that make a table's protocol beyond its rows and columns, each with the value the
-# records made before the key existed ran under (None: the key always existed, and a record
-# without it is one it does not apply to). A report counts the runs of one protocol only: its
-# config's, or, until the table is re-run, the earlier one (l2rw.report.aggregate).
-PROTOCOL_KEYS: dict[str, Any] = {
+# Settings added after records were made, with the value those records ran under: a record
+# without the key is read as having it (`recorded_value`).
+LEGACY_VALUES: dict[str, Any] = {
     "selector.round_init": "scratch",
     "selector.warmup_init": "scratch",
-    "method.meta_lr": None,
     "method.meta_lr_scale": "none",
-    "noise.mapping": None,
-    "dataset.normalize": None,
+    "train.meta_sampling": "epochs",
 }
+# Settings that make a table's protocol beyond its rows and columns. A report counts the runs of
+# one protocol only: its config's, or, until the table is re-run, the earlier one
+# (l2rw.report.aggregate); a run with no value for a key (e.g. noise.mapping with uniform noise)
+# is one the key does not apply to.
+PROTOCOL_KEYS = (
+    "selector.round_init",
+    "selector.warmup_init",
+    "method.meta_lr",
+    "method.meta_lr_scale",
+    "method.init",
+    "train.meta_sampling",
+    "noise.mapping",
+    "dataset.normalize",
+)
+
+
+def recorded_value(config: dict[str, Any], dotted: str) -> Any:
+    """A record's config value at `dotted` ("a.b"), its LEGACY_VALUES value when the record
+    predates the key, None where neither exists."""
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return LEGACY_VALUES.get(dotted)
+        node = node[part]
+    return LEGACY_VALUES.get(dotted) if node is None else node
+
 
 RUN_COLUMNS = [
     "run",
