@@ -3,6 +3,11 @@ selector runs a whole round, the warm-up is cached and reused, an interrupted jo
 same result, and the record says what was selected."""
 
 import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +21,7 @@ from l2rw.methods.selection import move_to_meta
 from l2rw.selection.selectors import SELECTORS
 from l2rw.train import run
 
+REPO = Path(__file__).resolve().parent.parent
 TOY = (
     "dataset=toy2d",
     "model=mlp",
@@ -126,6 +132,44 @@ def test_warmup_is_cached_and_reused_across_selectors(tiny_cfg, tmp_path, monkey
     # Another seed is another warm-up.
     run(toy(tiny_cfg, tmp_path, "selector=rbc", "seed=1"), tmp_path / "c")
     assert trained.count("warmup") == 2
+
+
+def test_a_job_needing_a_warmup_being_computed_waits_for_it(tiny_cfg, tmp_path, monkeypatch):
+    """Job A computes the shared warm-up; job B (a real process, another selector) starts
+    meanwhile, waits on the warm-up's lock until A is done, then reuses A's warm-up."""
+    from conftest import TINY
+
+    cmd = [sys.executable, "-m", "l2rw.train", *TINY, *TOY, "selector=rbc", "threads=1"]
+    cmd += [f"paths.output_root={tmp_path / 'outputs'}", f"hydra.run.dir={tmp_path / 'b'}"]
+    b_log, started = tmp_path / "b" / "train.log", {}
+    real = selection._warmup_phases
+
+    def start_b_then_warm_up(ctx, folder):
+        # A holds the warm-up's lock here. B runs until it needs the warm-up (its data are
+        # built, it logged them); A gives it 3 more seconds before computing the warm-up.
+        env = {**os.environ, "WANDB_MODE": "disabled"}
+        started["b"] = b = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while b.poll() is None and time.monotonic() < deadline:
+            if b_log.exists() and "Data:" in b_log.read_text():
+                break
+            time.sleep(0.05)
+        time.sleep(3)
+        assert b.poll() is None, "B ended while A held the warm-up's lock"
+        return real(ctx, folder)
+
+    monkeypatch.setattr(selection, "_warmup_phases", start_b_then_warm_up)
+    a = run(toy(tiny_cfg, tmp_path, "selector=random"), tmp_path / "a")
+    assert a["status"] == "completed", a["error"]
+    assert started["b"].wait(timeout=300) == 0
+    b = json.loads((tmp_path / "b" / "result.json").read_text())
+    assert b["status"] == "completed"
+    log = b_log.read_text()
+    # B trained round 1 only: the warm-up was A's, found finished once B had the lock.
+    assert "Phase warmup finished before" in log
+    assert [name for name, *_ in phase_launches(log)] == ["round1"]
+    assert b["selection"]["warmup_folder"] == a["selection"]["warmup_folder"]
+    assert b["selection"]["rounds"][0] == a["selection"]["rounds"][0]
 
 
 class Interrupted(Exception):
