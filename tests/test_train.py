@@ -186,7 +186,9 @@ def test_cli_run_prints_accuracy_and_record(tmp_path, data_dir):
     assert json.loads((tmp_path / "result.json").read_text())["status"] == "completed"
 
 
-def test_multirun_writes_one_record_per_job_and_skips_completed(tmp_path, data_dir):
+def test_multirun_writes_one_record_per_job_then_skips_them_under_other_bookkeeping(
+    tmp_path, data_dir
+):
     args = [
         "-m",
         "seed=0,1",
@@ -199,9 +201,16 @@ def test_multirun_writes_one_record_per_job_and_skips_completed(tmp_path, data_d
     assert first.returncode == 0, first.stderr
     records = sorted((tmp_path / "sweep").glob("*/result.json"))
     assert [json.loads(p.read_text())["seed"] for p in records] == [0, 1]
-    again = _cli(args, tmp_path / "unused", data_dir)
-    assert again.returncode == 0
+    folders = [p.parent.name for p in records]
+    assert all("seed=" in f and "device" not in f for f in folders)
+    before = [p.read_bytes() for p in records]
+    # The same sweep with other bookkeeping (device, threads) finds the same folders and skips
+    # both completed jobs: no new folder, no record rewritten.
+    again = _cli([*args, "device=cpu", "threads=1"], tmp_path / "unused", data_dir)
+    assert again.returncode == 0, again.stderr
     assert (again.stdout + again.stderr).count("Skipping") == 2
+    assert sorted(p.parent.name for p in (tmp_path / "sweep").glob("*/result.json")) == folders
+    assert [p.read_bytes() for p in records] == before
 
 
 def test_wandb_offline_sink_records_one_run_per_job(tiny_cfg, tmp_path):
@@ -291,14 +300,3 @@ def test_a_sweep_without_a_table_writes_under_multirun():
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("train", overrides=["paths.output_root=/out"], return_hydra_config=True)
     assert cfg.hydra.sweep.dir == "/out/multirun"
-
-
-def test_device_override_reuses_the_sweep_folder(tmp_path, data_dir):
-    args = ["-m", "seed=0", "train.length=2", "train.eval_every=2", "dataset.hyper_val_size=0"]
-    args.append("hydra.sweep.dir=" + str(tmp_path / "sweep"))
-    assert _cli(args, tmp_path / "unused", data_dir).returncode == 0
-    again = _cli([*args, "device=cpu", "threads=1"], tmp_path / "unused", data_dir)
-    assert again.returncode == 0
-    folders = [p.parent.name for p in (tmp_path / "sweep").glob("*/result.json")]
-    assert len(folders) == 1 and "seed=0" in folders[0] and "device" not in folders[0]
-    assert "Skipping" in again.stdout + again.stderr
