@@ -8,7 +8,7 @@ SCALE ?= cpu
 JOBS ?= 2
 export DATA_DIR
 
-.PHONY: install demo test lint format l2rw-fig2 rbc-table1 tables dashboards sync bench clean
+.PHONY: install demo test test-fast lint format l2rw-fig2 rbc-table1 tables dashboards sync bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest
+
+# The suite without its few long end-to-end tests (marked slow), for the edit loop.
+test-fast: install
+	$(PY) -m pytest -m "not slow"
 
 lint: install
 	$(PY) -m ruff check l2rw tests scripts

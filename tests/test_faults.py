@@ -188,6 +188,7 @@ def test_a_failed_record_write_keeps_the_previous_record(tiny_cfg, tmp_path, mon
     assert not list(tmp_path.glob(".result.json.*"))
 
 
+@pytest.mark.slow
 def test_a_sweep_killed_at_random_steps_and_relaunched_loses_nothing(data_dir, tmp_path):
     """scripts/fault_injection.py, small: 3 cells on 2 workers, the whole sweep SIGKILLed twice
     during training and re-launched until done, against the same sweep run without faults."""

@@ -77,6 +77,7 @@ def _records(sweep_dir: Path) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in sweep_dir.glob("*/result.json")}
 
 
+@pytest.mark.slow
 def test_ray_sweep_writes_the_same_records_as_joblib(ray_instance, tmp_path, data_dir):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     ray_launcher = ["hydra/launcher=ray_cluster", f"hydra.launcher.ray.init.address={ray_instance}"]

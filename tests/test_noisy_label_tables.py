@@ -85,6 +85,7 @@ def _report(table, root, results, fixed):
     return build_table(table, overrides, Options(output_root=str(root), results_dir=str(results)))
 
 
+@pytest.mark.slow
 def test_table2_every_row_runs_and_reports(cifar_dir, tmp_path):
     spec = load_spec("l2rw_table2", [])
     assert spec.expected["stop.name"] == ["final", "early"]
@@ -119,6 +120,7 @@ def test_table2_every_row_runs_and_reports(cifar_dir, tmp_path):
         assert f"{ours} ({paper})" in text
 
 
+@pytest.mark.slow
 def test_table1_every_row_runs_and_reports(cifar_dir, tmp_path):
     spec = load_spec("l2rw_table1", [])
     methods = spec.expected["method.name"]
