@@ -166,14 +166,27 @@ def test_table6_maps_onto_the_papers_numbers():
     assert "analogue" in PAPER_TABLES["rbc_table6_mnist"].note
 
 
+def with_protocol(record, protocol):
+    """`record` made under `protocol` ((dotted key, value) pairs), as a run of today's config."""
+    for key, value in protocol:
+        *path, leaf = key.split(".")
+        node = record["config"]
+        for part in path:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return record
+
+
 def test_table6_mnist_report_end_to_end(tmp_path):
     root, results = tmp_path / "outputs", tmp_path / "results"
+    # Two seeds expected, whatever the table's cpu scale runs.
+    overrides = ["scale=cpu", "scales.cpu.seeds=2"]
+    protocol = load_spec(TABLE6, overrides).protocol
     for seed in (0, 1):
         for i, selector in enumerate(("certain", "ta_vaal", "rbc", "gbc")):
             sizes = {n: 0.5 + 0.1 * i + n / 1000 + 0.01 * seed for n in (10, 20, 30, 40, 50)}
-            write_record(root, round_record(selector, seed, sizes, table=TABLE6))
-    # Two seeds expected, whatever the table's cpu scale runs.
-    overrides = ["scale=cpu", "scales.cpu.seeds=2"]
+            record = round_record(selector, seed, sizes, table=TABLE6)
+            write_record(root, with_protocol(record, protocol))
     built = build_table(TABLE6, overrides, Options("local", str(root), str(results)))
     markdown = (results / f"{TABLE6}_cpu.md").read_text()
     assert "| selector \\ meta_samples | 10 | 20 | 30 | 40 | 50 |" in markdown
