@@ -373,3 +373,13 @@ def test_rectified_gaussian_weights_have_mean_one_and_a_zero_mass(tiny_cfg, tmp_
     for override in ("method.init=rectified_gaussian", "train.meta_sampling=replacement"):
         record = run(tiny_cfg(*base, override), tmp_path / override)
         assert record["status"] == "completed", record["error"]
+
+
+def test_every_tables_report_spec_composes_with_its_protocol():
+    from l2rw.report.spec import PROTOCOL_KEYS, load_spec, table_names
+
+    for table in table_names():
+        spec = load_spec(table, [])
+        keys = [key for key, _ in spec.protocol]
+        assert set(keys) <= set(PROTOCOL_KEYS), table
+        assert not set(keys) & set(spec.keys), table  # what a table varies is not its protocol
