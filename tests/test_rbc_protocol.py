@@ -125,7 +125,8 @@ def test_stage_a_runs_once_per_warmup_key_and_starts_the_warmup(tiny_cfg, tmp_pa
     assert trained == ["stage_a", "warmup", "round1", "round1"]
     folder = Path(first["selection"]["warmup_folder"])
     assert folder == Path(second["selection"]["warmup_folder"])
-    stage_a = phase_out(folder, "stage_a")
+    (shared,) = (tmp_path / "outputs" / "cache").glob("stage-a-*/")
+    stage_a = phase_out(shared, "stage_a")
     warm = first["selection"]["rounds"][0]
     # The warm-up starts from Stage A's best-validation model.
     assert (warm["start_val_acc"], warm["start_test_acc"]) == (
@@ -140,6 +141,14 @@ def test_stage_a_runs_once_per_warmup_key_and_starts_the_warmup(tiny_cfg, tmp_pa
     trained.clear()
     run(toy(tiny_cfg, tmp_path, "selector=random"), tmp_path / "c")
     assert trained == ["warmup", "round1"]
+    # A warm-up with another meta lr is another warm-up, on the same Stage A.
+    trained.clear()
+    third = run(
+        toy(tiny_cfg, tmp_path, "selector=random", "method.meta_lr=3", *plain), tmp_path / "d"
+    )
+    assert trained == ["warmup", "round1"]
+    assert third["selection"]["rounds"][0]["start_val_acc"] == warm["start_val_acc"]
+    assert Path(third["selection"]["warmup_folder"]) != folder
 
 
 def test_warmup_key_changes_with_the_warmup_start_only(tiny_cfg, tmp_path):

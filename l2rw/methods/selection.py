@@ -71,6 +71,8 @@ FEATURES_MAX_ROWS = 2000
 ROUND_FACTS = ("snapshot_steps", "theorem_checks")
 # The selector's options that change the warm-up (beside the whole non-selector config).
 WARMUP_SELECTOR_KEYS = ("snapshot_every", "snapshot_unit", "pretrain", "warmup_init")
+# A method's keys that change a plain phase's schedule (`plan_phase`), so Stage A's too.
+METHOD_SCHEDULE_KEYS = ("batch_size", "length", "milestones")
 
 
 def selection_pipeline(ctx: RunContext) -> dict[str, Any]:
@@ -190,14 +192,39 @@ def _warmup_phases(ctx: RunContext, folder: Path) -> tuple[PhaseResult, int]:
     if not sel.pretrain:
         warm = _train_phase(ctx, "warmup", 0, ctx.data, folder, 0, plain=True)
         return warm, warm.steps
-    stage_a = None
-    if sel.warmup_init == "plain":
-        stage_a = _train_phase(
-            ctx, "stage_a", 0, ctx.data, folder, 0, plain=True, selection_follows=False
-        )
+    stage_a = _stage_a(ctx, folder) if sel.warmup_init == "plain" else None
     offset = stage_a.steps if stage_a else 0
     warm = _train_phase(ctx, "warmup", 0, ctx.data, folder, offset, start=stage_a)
     return warm, offset + warm.steps
+
+
+def stage_a_setting(ctx: RunContext) -> dict[str, Any]:
+    """Everything that determines Stage A (data, noise, model, schedule, seed), and nothing else:
+    plain training reads neither the method nor the selector, but for a method's own schedule."""
+    config = OmegaConf.to_container(ctx.cfg, resolve=True)
+    setting = setting_of(config, ignore=(*WARMUP_IRRELEVANT, "method"))  # type: ignore[arg-type]
+    setting["method_schedule"] = {k: config["method"].get(k) for k in METHOD_SCHEDULE_KEYS}
+    return setting
+
+
+def _stage_a(ctx: RunContext, folder: Path) -> PhaseResult:
+    """The authors' Stage A: plain training on the noisy data, in `folder` or, with
+    `selector.cache_warmup`, once in `<output_root>/cache/stage-a-<key>/` for every warm-up of
+    the same data, noise, model, schedule and seed (a meta lr grid's warm-ups share it); its
+    evaluations are copied into `ctx`'s log."""
+    if not ctx.cfg.selector.cache_warmup:
+        return _train_phase(
+            ctx, "stage_a", 0, ctx.data, folder, 0, plain=True, selection_follows=False
+        )
+    setting = stage_a_setting(ctx)
+    shared = Path(ctx.cfg.paths.output_root) / "cache" / f"stage-a-{warmup_key(setting)}"
+    with exclusive(shared.with_suffix(".lock"), wait=True):
+        a_ctx = replace(ctx, run_dir=shared, tracker=Tracker(shared), setting=setting)
+        stage_a = _train_phase(
+            a_ctx, "stage_a", 0, ctx.data, shared, 0, plain=True, selection_follows=False
+        )
+    _replay_warmup_log(ctx, shared, stage_a.steps)
+    return stage_a
 
 
 def _train_phase(
