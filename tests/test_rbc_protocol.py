@@ -392,3 +392,15 @@ def test_every_tables_report_spec_composes_with_its_protocol():
         keys = [key for key, _ in spec.protocol]
         assert set(keys) <= set(PROTOCOL_KEYS), table
         assert not set(keys) & set(spec.keys), table  # what a table varies is not its protocol
+
+
+def test_an_ablations_switches_are_expected_one_at_a_time_not_in_every_combination():
+    from l2rw.report.spec import load_spec
+
+    spec = load_spec("rbc_ablation_mnist", ["scale=cpu"])
+    cells = spec.expected_cells()
+    assert len(cells) == 4 * 7  # rows x the seven +rbc_switch options
+    reference = ("previous", "scratch", "next", "unit", "epochs", "uniform")
+    assert ("rbc", *reference) in cells
+    assert ("rbc", "previous", "plain", "next", "unit", "epochs", "uniform") in cells
+    assert ("rbc", "scratch", "plain", "next", "unit", "epochs", "uniform") not in cells

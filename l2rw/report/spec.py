@@ -46,6 +46,9 @@ class TableSpec:
     stages: tuple[tuple[str, str], ...] = ()
     # Rows (without the stage) that per-run figures draw; empty: all.
     figure_rows: tuple[str, ...] = ()
+    # Row / column keys that one swept group sets together (`+rbc_switch`), each a tuple whose
+    # `expected` lists align option by option.
+    joint: tuple[tuple[str, ...], ...] = ()
     # (key, value) of the PROTOCOL_KEYS the table's config sets and neither its rows, columns
     # nor its sweep vary: the protocol its runs are made under now.
     protocol: tuple[tuple[str, Any], ...] = ()
@@ -69,11 +72,27 @@ class TableSpec:
         return short_names(self.keys)
 
     def expected_cells(self) -> list[tuple[Any, ...]] | None:
-        """Every (row values..., column values...) the sweep should produce, or None if unknown."""
-        values = [self.expected[k] for k in self.keys]
-        if any(v is None for v in values):
+        """Every (row values..., column values...) the sweep should produce, or None if unknown:
+        the product over the keys, but keys set together by one swept group (`joint`) take their
+        values option by option, not in every combination."""
+        keys = self.keys
+        if any(self.expected[k] is None for k in keys):
             return None
-        return [tuple(hashable(x) for x in cell) for cell in product(*values)]
+        factors: list[tuple[str, ...]] = []
+        for key in keys:
+            group = next((g for g in self.joint if key in g), (key,))
+            if group not in factors:
+                factors.append(group)
+        options = [list(zip(*(self.expected[k] for k in group), strict=True)) for group in factors]
+        cells = []
+        for combo in product(*options):
+            value = {
+                k: v
+                for group, vs in zip(factors, combo, strict=True)
+                for k, v in zip(group, vs, strict=True)
+            }
+            cells.append(tuple(hashable(value[k]) for k in keys))
+        return cells
 
 
 # The row key whose values are a run's stages (report.stages), not a config value.
@@ -249,7 +268,20 @@ def _spec(cfg: DictConfig, table: str, output_root: str | None) -> TableSpec:
         wandb_project=cfg.logger.wandb.project,
         wandb_entity=cfg.logger.wandb.entity,
         protocol=_protocol(cfg, keys, sweeps),
+        joint=_joint_keys(keys, sweeps),
     )
+
+
+def _joint_keys(keys: list[str], sweeps: dict[str, list[Any]]) -> tuple[tuple[str, ...], ...]:
+    """For each swept global group that sets two or more of the table's keys, those keys."""
+    joint = []
+    for swept, options in sweeps.items():
+        set_here = tuple(
+            k for k in keys if any(global_option_value(swept, o, k) is not None for o in options)
+        )
+        if len(set_here) > 1:
+            joint.append(set_here)
+    return tuple(joint)
 
 
 def _protocol(
@@ -306,13 +338,13 @@ def _expected_values(cfg: DictConfig, key: str, sweeps: dict[str, list[Any]]) ->
     group, _, leaf = key.rpartition(".")
     if leaf == "name" and group in sweeps:
         return [_option_name(group, option) for option in sweeps[group]]
-    for swept, options in sweeps.items():
-        values = [global_option_value(swept, option, key) for option in options]
-        if all(v is not None for v in values):  # a swept global group that sets `key`
-            return values
     value = OmegaConf.select(cfg, key)
     if OmegaConf.is_config(value):
         value = OmegaConf.to_container(value, resolve=True)
+    for swept, options in sweeps.items():
+        values = [global_option_value(swept, option, key) for option in options]
+        if any(v is not None for v in values):  # a swept global group that sets `key`, or not
+            return [value if v is None else v for v in values]
     return None if value is None else [value]
 
 
