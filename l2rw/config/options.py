@@ -15,8 +15,6 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from l2rw.errors import ConfigError
 
 ENGINES = ("fast", "reference")
-# method.meta_lr_scale: how meta re-weighting's meta_lr is given (see MetaReweightConf).
-META_LR_SCALES = ("none", "batch")
 
 
 def require(ok: bool, message: str) -> None:
@@ -123,10 +121,10 @@ class MetaReweightConf(MethodConf):
         MethodConf.check(cfg)
         m = cfg.method
         choice(cfg, "method.engine", ENGINES)
-        from l2rw.methods.reweighting import WEIGHT_INITS
+        from l2rw.methods.reweighting import META_LR_SCALES, WEIGHT_INITS
 
         choice(cfg, "method.init", tuple(WEIGHT_INITS))
-        choice(cfg, "method.meta_lr_scale", META_LR_SCALES)
+        choice(cfg, "method.meta_lr_scale", tuple(META_LR_SCALES))
         require(m.meta_lr > 0, f"method.meta_lr={m.meta_lr} must be positive.")
         require(
             0 <= m.clamp_min < m.clamp_max,

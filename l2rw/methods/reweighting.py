@@ -240,11 +240,15 @@ class MetaReweightRule:
         self.weights = state["weights"].to(self.weights.device)
 
 
+# method.meta_lr_scale -> the factor on meta_lr for a batch of B: "none", meta_lr as is;
+# "batch", meta_lr per unit of batch-mean gradient (dL_meta/dw_i carries the look-ahead loss's
+# 1/B, so meta_lr * B moves a weight as far per visit at any B).
+META_LR_SCALES = {"none": lambda batch_size: 1, "batch": lambda batch_size: batch_size}
+
+
 def meta_step_size(method: DictConfig, batch_size: int) -> float:
-    """The weights' step size: `method.meta_lr`, times the batch size B when it is given per
-    unit of batch-mean gradient (`meta_lr_scale=batch`: dL_meta/dw_i carries the look-ahead
-    loss's 1/B, so meta_lr * B moves a weight as far per visit at any B)."""
-    return method.meta_lr * (batch_size if method.meta_lr_scale == "batch" else 1)
+    """The weights' step size for a batch of `batch_size` (`method.meta_lr_scale`)."""
+    return method.meta_lr * META_LR_SCALES[method.meta_lr_scale](batch_size)
 
 
 @METHODS.register("meta_reweight")

@@ -24,6 +24,7 @@ later jobs reuse it.
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -154,33 +155,43 @@ def warmup_setting(ctx: RunContext) -> dict[str, Any]:
 
 
 def warmup_key(setting: dict[str, Any]) -> str:
-    """The warm-up cache's key: a hash of its `warmup_setting`."""
+    """A shared phase's cache key: a hash of its setting (`warmup_setting`, `stage_a_setting`)."""
     encoded = json.dumps(setting, sort_keys=True).encode()
     return hashlib.sha256(encoded).hexdigest()[:16]
 
 
 def _warmup(ctx: RunContext) -> tuple[PhaseResult, int]:
     """The warm-up phase and the steps logged up to its end (its Stage A's included)."""
-    sel = ctx.cfg.selector
-    if not sel.cache_warmup:
+    if not ctx.cfg.selector.cache_warmup:
         return _warmup_phases(ctx, ctx.run_dir)
-    setting = warmup_setting(ctx)
-    key = warmup_key(setting)
-    folder = Path(ctx.cfg.paths.output_root) / "cache" / f"warmup-{key}"
+    return _shared(ctx, "warmup", warmup_setting(ctx), _warmup_phases)
+
+
+def _shared(
+    ctx: RunContext,
+    kind: str,
+    setting: dict[str, Any],
+    train: Callable[[RunContext, Path], tuple[PhaseResult, int]],
+) -> tuple[PhaseResult, int]:
+    """`train` (phases that return their last result and the steps they logged) run once in
+    `<output_root>/cache/<kind>-<key>/`, the key a hash of `setting`, under a file lock so
+    parallel jobs wait for it and later ones reuse it; its evaluations are then copied into the
+    start of `ctx`'s log."""
+    folder = Path(ctx.cfg.paths.output_root) / "cache" / f"{kind}-{warmup_key(setting)}"
     with exclusive(folder.with_suffix(".lock"), wait=True):
-        warm_ctx = replace(ctx, run_dir=folder, tracker=Tracker(folder), setting=setting)
-        warm, steps = _warmup_phases(warm_ctx, folder)
-    log.info("Warm-up %s: %s.", key, folder)
-    _replay_warmup_log(ctx, folder, steps)
-    return warm, steps
+        shared_ctx = replace(ctx, run_dir=folder, tracker=Tracker(folder), setting=setting)
+        result, steps = train(shared_ctx, folder)
+    log.info("Shared %s: %s.", kind, folder)
+    _replay_log(ctx, folder, steps)
+    return result, steps
 
 
-def _replay_warmup_log(ctx: RunContext, folder: Path, steps: int) -> None:
-    """Make this job's log start with the cached warm-up's evaluations (also after a kill in
-    the middle of copying them), keeping the rows of its later phases."""
-    warm = JsonlSink(folder).rows()
-    if [r for r in ctx.tracker.local.rows() if r["step"] <= steps] != warm:
-        ctx.tracker.replace_up_to(steps, warm)
+def _replay_log(ctx: RunContext, folder: Path, steps: int) -> None:
+    """Make this job's log start with the evaluations of the shared phases in `folder` (also
+    after a kill in the middle of copying them), keeping the rows of its later phases."""
+    shared = JsonlSink(folder).rows()
+    if [r for r in ctx.tracker.local.rows() if r["step"] <= steps] != shared:
+        ctx.tracker.replace_up_to(steps, shared)
 
 
 def _warmup_phases(ctx: RunContext, folder: Path) -> tuple[PhaseResult, int]:
@@ -212,19 +223,16 @@ def _stage_a(ctx: RunContext, folder: Path) -> PhaseResult:
     `selector.cache_warmup`, once in `<output_root>/cache/stage-a-<key>/` for every warm-up of
     the same data, noise, model, schedule and seed (a meta lr grid's warm-ups share it); its
     evaluations are copied into `ctx`'s log."""
-    if not ctx.cfg.selector.cache_warmup:
-        return _train_phase(
-            ctx, "stage_a", 0, ctx.data, folder, 0, plain=True, selection_follows=False
-        )
-    setting = stage_a_setting(ctx)
-    shared = Path(ctx.cfg.paths.output_root) / "cache" / f"stage-a-{warmup_key(setting)}"
-    with exclusive(shared.with_suffix(".lock"), wait=True):
-        a_ctx = replace(ctx, run_dir=shared, tracker=Tracker(shared), setting=setting)
+
+    def train(phase_ctx: RunContext, phase_folder: Path) -> tuple[PhaseResult, int]:
         stage_a = _train_phase(
-            a_ctx, "stage_a", 0, ctx.data, shared, 0, plain=True, selection_follows=False
+            phase_ctx, "stage_a", 0, ctx.data, phase_folder, 0, plain=True, selection_follows=False
         )
-    _replay_warmup_log(ctx, shared, stage_a.steps)
-    return stage_a
+        return stage_a, stage_a.steps
+
+    if not ctx.cfg.selector.cache_warmup:
+        return train(ctx, folder)[0]
+    return _shared(ctx, "stage-a", stage_a_setting(ctx), train)[0]
 
 
 def _train_phase(
