@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from l2rw.methods.loop import LAUNCH_PATTERN
+
 REPO = Path(__file__).resolve().parent.parent
 COMMON = [
     "train.progress=false",
@@ -132,10 +134,8 @@ def training_started(root: Path, proc: subprocess.Popen, since: float) -> bool:
     return False
 
 
-# What l2rw.methods.loop logs when a phase resumes, and when a phase's training ends
-# (LAUNCH_LINE: the step this launch started from, the optimizer steps it took).
+# What l2rw.methods.loop logs when a phase resumes (a phase's end: LAUNCH_PATTERN).
 RESUMED = re.compile(r"Resumed phase (\S+) from its checkpoint at step (\d+) ")
-LAUNCHED = re.compile(r"Phase (\S+): started at step (\d+), (\d+) optimizer steps in this launch")
 
 
 def resume_counts(root: Path) -> tuple[int, int]:
@@ -148,7 +148,7 @@ def resume_counts(root: Path) -> tuple[int, int]:
             if m := RESUMED.search(line):
                 resumes += 1
                 pending[m[1]] = int(m[2])
-            elif (m := LAUNCHED.search(line)) and m[1] in pending:
+            elif (m := LAUNCH_PATTERN.search(line)) and m[1] in pending:
                 started_over += int(m[2]) != pending.pop(m[1])
     return resumes, started_over
 

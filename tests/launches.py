@@ -2,20 +2,16 @@
 (`l2rw.methods.loop.LAUNCH_LINE`), so a test can tell a resumed run from one that started over."""
 
 import logging
-import re
 
 import pytest
 
-# LAUNCH_LINE with its fields captured: phase, start step, optimizer steps, phase length.
-_LAUNCH = re.compile(
-    r"Phase (\S+): started at step (\d+), (\d+) optimizer steps in this launch, of (\d+)\."
-)
+from l2rw.methods.loop import LAUNCH_PATTERN
 
 
 def phase_launches(text: str) -> list[tuple[str, int, int, int]]:
     """(phase, started at step, optimizer steps in this launch, phase length) for each phase
     that ended in `text` (a train.log, or captured log messages), in order."""
-    return [(p, int(a), int(n), int(t)) for p, a, n, t in _LAUNCH.findall(text)]
+    return [(p, int(a), int(n), int(t)) for p, a, n, t in LAUNCH_PATTERN.findall(text)]
 
 
 def optimizer_steps(text: str) -> int:

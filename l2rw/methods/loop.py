@@ -18,6 +18,7 @@ steps this launch took: a resumed run is told apart from one that quietly starte
 
 import logging
 import math
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,8 @@ log = logging.getLogger(__name__)
 # Logged once when a phase's training ends: its name, the step this launch started from, the
 # optimizer steps this launch took, and the phase's length (read back by tests and scripts).
 LAUNCH_LINE = "Phase %s: started at step %d, %d optimizer steps in this launch, of %d."
+# LAUNCH_LINE read back, its fields captured: phase, start step, optimizer steps, phase length.
+LAUNCH_PATTERN = re.compile(re.escape(LAUNCH_LINE).replace("%s", r"(\S+)").replace("%d", r"(\d+)"))
 
 # Histogram of n * w_i (1 = the uniform weight), for the weight-distribution figure.
 WEIGHT_BINS = np.linspace(0.0, 10.0, 51)

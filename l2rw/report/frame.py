@@ -10,6 +10,7 @@ import pandas as pd
 
 from l2rw.report.records import Record
 from l2rw.report.spec import (
+    LEGACY_VALUES,
     ROUNDS,
     RUN_COLUMNS,
     STAGE,
@@ -17,7 +18,6 @@ from l2rw.report.spec import (
     global_option_value,
     hashable,
     protocol_text,
-    recorded_value,
 )
 from l2rw.tracking.record import is_bookkeeping, override_key
 
@@ -165,6 +165,13 @@ def variant(cell: list[str], keys: list[str]) -> str:
             continue
         kept.append(override)
     return " ".join(sorted(kept))
+
+
+def recorded_value(config: dict[str, Any], dotted: str) -> Any:
+    """`config_value`, or, for a record that predates the key, the value it ran under
+    (LEGACY_VALUES); None where neither exists."""
+    value = config_value(config, dotted)
+    return LEGACY_VALUES.get(dotted) if value is None else value
 
 
 def config_value(config: dict[str, Any], dotted: str) -> Any:

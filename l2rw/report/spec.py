@@ -108,9 +108,8 @@ def table_names() -> list[str]:
     return sorted(p.stem for p in (Path(CONF_DIR) / "table").glob("*.yaml"))
 
 
-# One row per run in the report's frame: these columns, after the table's row / column keys.
 # Settings added after records were made, with the value those records ran under: a record
-# without the key is read as having it (`recorded_value`).
+# without the key is read as having it (`l2rw.report.frame.recorded_value`).
 LEGACY_VALUES: dict[str, Any] = {
     "selector.round_init": "scratch",
     "selector.warmup_init": "scratch",
@@ -133,17 +132,7 @@ PROTOCOL_KEYS = (
 )
 
 
-def recorded_value(config: dict[str, Any], dotted: str) -> Any:
-    """A record's config value at `dotted` ("a.b"), its LEGACY_VALUES value when the record
-    predates the key, None where neither exists."""
-    node: Any = config
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return LEGACY_VALUES.get(dotted)
-        node = node[part]
-    return LEGACY_VALUES.get(dotted) if node is None else node
-
-
+# One row per run in the report's frame: these columns, after the table's row / column keys.
 RUN_COLUMNS = [
     "run",
     "table",
@@ -272,13 +261,16 @@ def _spec(cfg: DictConfig, table: str, output_root: str | None) -> TableSpec:
     )
 
 
+def _sets(group: str, options: list[Any], key: str) -> bool:
+    """Whether some option of the swept `# @package _global_` group sets `key`."""
+    return any(global_option_value(group, option, key) is not None for option in options)
+
+
 def _joint_keys(keys: list[str], sweeps: dict[str, list[Any]]) -> tuple[tuple[str, ...], ...]:
     """For each swept global group that sets two or more of the table's keys, those keys."""
     joint = []
     for swept, options in sweeps.items():
-        set_here = tuple(
-            k for k in keys if any(global_option_value(swept, o, k) is not None for o in options)
-        )
+        set_here = tuple(k for k in keys if _sets(swept, options, k))
         if len(set_here) > 1:
             joint.append(set_here)
     return tuple(joint)
@@ -293,9 +285,7 @@ def _protocol(
 
     def varied(key: str) -> bool:
         return key in keys or any(
-            key == swept
-            or any(global_option_value(swept, option, key) is not None for option in options)
-            for swept, options in sweeps.items()
+            key == swept or _sets(swept, options, key) for swept, options in sweeps.items()
         )
 
     values = ((key, OmegaConf.select(cfg, key)) for key in PROTOCOL_KEYS if not varied(key))
@@ -342,8 +332,8 @@ def _expected_values(cfg: DictConfig, key: str, sweeps: dict[str, list[Any]]) ->
     if OmegaConf.is_config(value):
         value = OmegaConf.to_container(value, resolve=True)
     for swept, options in sweeps.items():
-        values = [global_option_value(swept, option, key) for option in options]
-        if any(v is not None for v in values):  # a swept global group that sets `key`, or not
+        if _sets(swept, options, key):  # a swept global group whose options may set `key`
+            values = [global_option_value(swept, option, key) for option in options]
             return [value if v is None else v for v in values]
     return None if value is None else [value]
 
