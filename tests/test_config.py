@@ -4,19 +4,48 @@ from pathlib import Path
 
 import pytest
 from conftest import compose_cfg
+from hydra.core.config_store import ConfigStore
+from hydra.core.object_type import ObjectType
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
+from l2rw.config.options import MethodConf
 from l2rw.config.validate import validate
+from l2rw.data.imbalance import IMBALANCES
+from l2rw.data.noise import NOISES
+from l2rw.data.sources import SOURCES
 from l2rw.errors import ConfigError
+from l2rw.methods import METHODS
+from l2rw.methods.stages import FINETUNES, STOPS
+from l2rw.models import MODELS
+from l2rw.registry import Registry
+from l2rw.selection.selectors import SELECTORS
 from l2rw.train import CONF_DIR
 
-GROUPS = ["dataset", "noise", "imbalance", "model", "method", "selector"]
+# Each option group and the registry whose names are its options.
+REGISTRIES = {
+    "dataset": SOURCES,
+    "noise": NOISES,
+    "imbalance": IMBALANCES,
+    "model": MODELS,
+    "method": METHODS,
+    "selector": SELECTORS,
+    "stop": STOPS,
+    "finetune": FINETUNES,
+}
+
+
+def _files(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
 
 
 def _options(group: str) -> list[str]:
-    return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
+    """The group's options: its config files and the options registered with a schema."""
+    store = ConfigStore.instance()
+    listed = store.list(group) if store.get_type(group) is ObjectType.GROUP else []
+    stored = [n.removesuffix(".yaml") for n in listed]
+    return sorted(set(_files(group)) | set(stored))
 
 
 def test_groups_have_the_documented_options():
@@ -39,14 +68,43 @@ def test_groups_have_the_documented_options():
     assert set(_options("imbalance")) == {"none", "binary", "longtail"}
     assert set(_options("model")) >= {"lenet", "resnet32", "wrn28_10", "resnet34", "mlp"}
     assert "baseline" in _options("method") and "none" in _options("selector")
+    assert set(_options("stop")) == {"final", "early"}
+    assert set(_options("finetune")) == {"none", "clean"}
 
 
 @pytest.mark.parametrize(
-    "group,option", [(g, o) for g in GROUPS for o in _options(g)], ids=lambda v: str(v)
+    "group,option", [(g, o) for g in REGISTRIES for o in _options(g)], ids=lambda v: str(v)
 )
-def test_every_option_composes(group, option):
+def test_every_option_composes_and_names_a_registered_option(group, option):
     cfg = compose_cfg([f"{group}={option}"])
     assert cfg[group].name == option
+    assert option in REGISTRIES[group]
+
+
+@pytest.mark.parametrize("group", [g for g, r in REGISTRIES.items() if r.group is not None])
+def test_each_registered_option_is_its_schema_and_has_no_file(group):
+    """A group whose registry holds schemas: its options are exactly the registered names, each
+    composing to its own schema with the schema's defaults, and no config file shadows one."""
+    registry = REGISTRIES[group]
+    assert _options(group) == registry.names()
+    assert not set(_files(group)) & set(registry.names())
+    for name in registry.names():
+        node = compose_cfg([f"{group}={name}"])[group]
+        schema = registry.schema(name)
+        assert OmegaConf.get_type(node) is schema
+        expected = OmegaConf.structured(schema(name=name))
+        assert OmegaConf.to_container(node) == OmegaConf.to_container(expected)
+
+
+def test_a_registry_with_a_group_takes_one_schema_per_option():
+    registry = Registry("thing", group="thing_test")
+    registry.register("a", schema=MethodConf)(lambda: None)
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register("a", schema=MethodConf)(lambda: None)
+    with pytest.raises(ValueError, match="one schema per option"):
+        registry.register("b")(lambda: None)
+    with pytest.raises(ValueError, match="one schema per option"):
+        Registry("other").register("c", schema=MethodConf)(lambda: None)
 
 
 @pytest.mark.parametrize("protocol", _options("protocol"))

@@ -245,10 +245,12 @@ def test_selectors_registered():
         "finetune",
         "gbc",
         "kmeans",
+        "none",
         "random",
         "rbc",
         "ta_vaal",
         "uncertain",
+        "warmup",
     ]
 
 

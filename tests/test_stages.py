@@ -180,7 +180,7 @@ def test_bad_stage_settings_fail_in_one_paragraph(cfg, tmp_path, overrides, need
 
 
 def test_finetune_stage_does_not_follow_a_selection_pipeline(cfg):
-    from l2rw.config.options import FinetuneConf
+    from l2rw.methods.stages import FinetuneConf
 
     with pytest.raises(ConfigError, match="finetune=clean follows"):
         FinetuneConf.check(cfg(*FT, "selector=rbc", "method=meta_reweight"))

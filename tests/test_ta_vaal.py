@@ -11,10 +11,9 @@ from nets import DEVICES
 from omegaconf import OmegaConf
 from torch import nn
 
-from l2rw.config.options import TAVAALConf
 from l2rw.config.validate import validate
 from l2rw.errors import ConfigError
-from l2rw.selection.selectors import SELECTORS, Candidates
+from l2rw.selection.selectors import SELECTORS, Candidates, TAVAALConf
 from l2rw.selection.ta_vaal import (
     Ranker,
     TAVAALOptions,

@@ -1,8 +1,9 @@
 """Typed schemas for every config group.
 
 Registered in Hydra's ConfigStore as ``train_schema`` and pulled in first by ``conf/train.yaml``,
-so a misspelled key or a wrongly typed value fails at compose time with its full key path. The
-schemas of each method and selector option live in `l2rw.config.options`.
+so a misspelled key or a wrongly typed value fails at compose time with its full key path. Each
+method, selector, stop and fine-tuning option's schema is registered beside its code
+(`l2rw.registry`); their shared bases are in `l2rw.config.options`.
 """
 
 from dataclasses import dataclass, field
@@ -11,13 +12,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from l2rw.config.options import (
-    MethodConf,
-    NoFinetuneConf,
-    SelectorConf,
-    StopConf,
-    store_options,
-)
+from l2rw.config.options import MethodConf, NoFinetuneConf, SelectorConf, StopConf
 
 
 @dataclass
@@ -191,6 +186,8 @@ class TrainConf:
 
 
 def register_schemas() -> None:
-    cs = ConfigStore.instance()
-    cs.store(name="train_schema", node=TrainConf)
-    store_options(cs)
+    """Store the run's schema, and every option's: their modules store them when imported."""
+    import l2rw.methods.stages  # noqa: F401  (methods, stop and fine-tuning options)
+    import l2rw.selection.selectors  # noqa: F401  (selector options)
+
+    ConfigStore.instance().store(name="train_schema", node=TrainConf)

@@ -8,7 +8,7 @@ selector, runs the selection pipeline that trains with it in every phase
 
 from l2rw.registry import Registry
 
-METHODS = Registry("method")
+METHODS = Registry("method", group="method")
 
 from l2rw.methods import noisy_labels, reweighting  # noqa: E402,F401  (register the step rules)
 

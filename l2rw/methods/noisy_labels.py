@@ -17,15 +17,16 @@
 
 import json
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
+from l2rw.config.options import MethodConf, choice, needs_meta_set, require
 from l2rw.errors import UserError
 from l2rw.meta import normalize_weights
 from l2rw.methods import METHODS
@@ -46,7 +47,7 @@ def clean_fractions(y: Tensor, y_true: Tensor, num_classes: int) -> Tensor:
     return torch.where(labelled > 0, clean / labelled.clamp(min=1), torch.ones_like(labelled))
 
 
-@METHODS.register("weighted")
+@METHODS.register("weighted", schema=MethodConf)
 def weighted(ctx: RunContext) -> StepRule:
     """The WEIGHTED oracle: weights proportional to the clean fraction of each example's label
     class in the training set, normalised per batch."""
@@ -78,8 +79,33 @@ def bootstrap_loss(logits: Tensor, y: Tensor, beta: float, bootstrap: str) -> Te
     return -(target * logits.log_softmax(1)).sum(1)
 
 
-@METHODS.register("reed_soft")
-@METHODS.register("reed_hard")
+@dataclass
+class ReedConf(MethodConf):
+    """REED soft bootstrapping (Reed et al. 2014): the target is beta * label + (1 - beta) *
+    prediction, with the paper's beta = 0.95."""
+
+    # "soft": the predicted distribution; "hard": its argmax as a one-hot vector.
+    bootstrap: str = "soft"
+    beta: float = 0.95
+
+    @staticmethod
+    def check(cfg: DictConfig) -> None:
+        MethodConf.check(cfg)
+        choice(cfg, "method.bootstrap", ("soft", "hard"))
+        beta = cfg.method.beta
+        require(0.0 <= beta <= 1.0, f"method.beta={beta} must be in [0, 1].")
+
+
+@dataclass
+class ReedHardConf(ReedConf):
+    """REED hard bootstrapping: the one-hot predicted class, with the paper's beta = 0.8."""
+
+    bootstrap: str = "hard"
+    beta: float = 0.8
+
+
+@METHODS.register("reed_soft", schema=ReedConf)
+@METHODS.register("reed_hard", schema=ReedHardConf)
 def reed(ctx: RunContext) -> StepRule:
     beta, bootstrap = ctx.cfg.method.beta, ctx.cfg.method.bootstrap
 
@@ -126,8 +152,53 @@ class SModelRule:
         return weighted_step(model, optimizer, batch, uniform_weights, loss)
 
 
-@METHODS.register("s_model")
-@METHODS.register("s_model_conf")
+@dataclass
+class SModelConf(MethodConf):
+    """S-Model (Goldberger & Ben-Reuven 2017): a softmax noise-adaptation layer after the
+    classifier models p(observed label | true class); trained on the noisy labels, dropped at
+    test time. Initialised with a smoothed identity (the L2RW paper does not give the
+    smoothing)."""
+
+    # "identity": a smoothed identity; "confusion" (+CONF): a trained baseline's confusion of
+    # observed labels against its predictions on the noisy hyper-validation set.
+    init: str = "identity"
+    # Off-diagonal mass of each row of the initial transition matrix (identity), or the weight of
+    # the uniform distribution mixed into the confusion's rows (no transition starts at 0).
+    smoothing: float = 0.1
+    # +CONF: the baseline's result.json (or its run folder); null: the baseline run of the same
+    # cell in this sweep's folder when it is complete, else a baseline trained first in this job.
+    confusion_from: str | None = None
+
+    @staticmethod
+    def check(cfg: DictConfig) -> None:
+        MethodConf.check(cfg)
+        m = cfg.method
+        choice(cfg, "method.init", ("identity", "confusion"))
+        require(
+            0.0 < m.smoothing < 1.0,
+            f"method.smoothing={m.smoothing} must be in (0, 1): every transition starts at a "
+            "positive probability (its logarithm is the layer's initial weight).",
+        )
+        require(
+            m.init != "confusion" or cfg.dataset.hyper_val_size > 0,
+            "method.init=confusion estimates the noise from a baseline's predictions on the noisy "
+            "hyper-validation set: set dataset.hyper_val_size > 0 (protocol=l2rw_background does).",
+        )
+
+
+@dataclass
+class SModelConfusionConf(SModelConf):
+    """S-MODEL +CONF: the layer starts from the confusion matrix of a trained baseline (observed
+    label against its prediction on the noisy hyper-validation set): by default the baseline run
+    of the same cell in this sweep's folder, or, when it is not there (yet), a baseline trained
+    first inside this job; method.confusion_from=PATH names a result.json."""
+
+    init: str = "confusion"
+    smoothing: float = 0.01
+
+
+@METHODS.register("s_model", schema=SModelConf)
+@METHODS.register("s_model_conf", schema=SModelConfusionConf)
 def s_model(ctx: RunContext) -> StepRule:
     m, k = ctx.cfg.method, ctx.data.num_classes
     if m.init == "identity":
@@ -143,7 +214,26 @@ class _CleanOnly(UniformRule):
     trains_on_clean = True
 
 
-@METHODS.register("clean_only")
+@dataclass
+class CleanOnlyConf(MethodConf):
+    """CLEAN ONLY (L2RW Tables 1-2): plain SGD on the clean pool alone, from scratch. The
+    authors' code runs 2,000 steps at a constant learning rate (train.lr); set method.length to
+    change it."""
+
+    length: int | None = 2000
+    milestones: list[int] | None = field(default_factory=list)
+
+    @staticmethod
+    def check(cfg: DictConfig) -> None:
+        MethodConf.check(cfg)
+        needs_meta_set(cfg)
+        require(
+            cfg.selector.name == "none",
+            "method=clean_only trains on the dataset's clean pool; it takes no selector.",
+        )
+
+
+@METHODS.register("clean_only", schema=CleanOnlyConf)
 def clean_only(ctx: RunContext) -> StepRule:
     return _CleanOnly()
 

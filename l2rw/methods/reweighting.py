@@ -7,14 +7,19 @@ one in expectation over batches, and meta re-weighting's, which are mean_i w_i w
 """
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from l2rw.config.options import MethodConf, choice, needs_meta_set, require
 from l2rw.data.batches import META_STREAMS
 from l2rw.meta import l2rw_step, meta_reweight_step, normalize_weights
+from l2rw.meta.l2rw import ENGINES as L2RW_ENGINES
+from l2rw.meta.meta_reweight import ENGINES as META_REWEIGHT_ENGINES
 from l2rw.methods import METHODS
 from l2rw.methods.context import RunContext
 from l2rw.methods.loop import Batch, StepRule
@@ -52,7 +57,7 @@ class UniformRule:
         return weighted_step(model, optimizer, batch, uniform_weights)
 
 
-@METHODS.register("baseline")
+@METHODS.register("baseline", schema=MethodConf)
 def baseline(ctx: RunContext) -> StepRule:
     return UniformRule()
 
@@ -63,9 +68,10 @@ class _BalancedUniform(UniformRule):
     balanced_batches = True
 
 
-@METHODS.register("resample")
+@METHODS.register("resample", schema=MethodConf)
 def resample(ctx: RunContext) -> StepRule:
-    """Uniform weights on class-balanced batches."""
+    """Uniform weights on class-balanced mini-batches, drawn with replacement inside each class
+    (L2RW Sec. 4.1)."""
     return _BalancedUniform()
 
 
@@ -95,7 +101,19 @@ def proportion_weights(labels: Tensor, counts: Tensor, form: str) -> Tensor:
     return w.float()
 
 
-@METHODS.register("proportion")
+@dataclass
+class ProportionConf(MethodConf):
+    # Inverse-frequency weights summing to 1 in "expected" value over batches (default),
+    # normalised per "batch", or the L2RW authors' unnormalised p / 1 - p ("authors").
+    weighting: str = "expected"
+
+    @staticmethod
+    def check(cfg: DictConfig) -> None:
+        MethodConf.check(cfg)
+        choice(cfg, "method.weighting", ("expected", "batch", "authors"))
+
+
+@METHODS.register("proportion", schema=ProportionConf)
 def proportion(ctx: RunContext) -> StepRule:
     """Weight each example by the inverse frequency of its (observed) class in the training set;
     `method.weighting` picks the normalisation (see `proportion_weights`)."""
@@ -108,7 +126,14 @@ def proportion(ctx: RunContext) -> StepRule:
     return lambda m, o, b: weighted_step(m, o, b, weigh)
 
 
-@METHODS.register("hard_mining")
+@dataclass
+class HardMiningConf(MethodConf):
+    """Hard mining as in the L2RW authors' MNIST code: batches of 500."""
+
+    batch_size: int | None = 500
+
+
+@METHODS.register("hard_mining", schema=HardMiningConf)
 def hard_mining(ctx: RunContext) -> StepRule:
     """Keep every non-majority example and as many of the highest-loss majority examples
     (at least one), uniform weights over the kept ones. Uses per-example losses (the authors'
@@ -133,7 +158,19 @@ def hard_mining(ctx: RunContext) -> StepRule:
     return rule
 
 
-@METHODS.register("random")
+@dataclass
+class RandomConf(MethodConf):
+    # Std of the Gaussian before rectification (L2RW Eq. 16).
+    random_std: float = 1.0
+
+    @staticmethod
+    def check(cfg: DictConfig) -> None:
+        MethodConf.check(cfg)
+        std = cfg.method.random_std
+        require(std > 0, f"method.random_std={std} must be positive.")
+
+
+@METHODS.register("random", schema=RandomConf)
 def random_weights(ctx: RunContext) -> StepRule:
     """Rectified Gaussian weights, normalised (L2RW Eq. 16)."""
     std, seed = ctx.cfg.method.random_std, ctx.cfg.seed
@@ -146,14 +183,31 @@ def random_weights(ctx: RunContext) -> StepRule:
     return lambda m, o, b: weighted_step(m, o, b, weigh)
 
 
-@METHODS.register("l2rw")
+@dataclass
+class L2RWConf(MethodConf):
+    meta_set: ClassVar[bool] = True
+
+    # fast: forward-mode JVP sharing the forward with the real update; reference: look-ahead
+    # model plus a second-order backward (the straightforward computation).
+    engine: str = "fast"
+    # Add weight_decay * theta to the validation gradient (the authors' CIFAR code).
+    val_weight_decay: bool = False
+
+    @staticmethod
+    def check(cfg: DictConfig) -> None:
+        MethodConf.check(cfg)
+        choice(cfg, "method.engine", tuple(L2RW_ENGINES))
+        needs_meta_set(cfg)
+
+
+@METHODS.register("l2rw", schema=L2RWConf)
 def l2rw(ctx: RunContext) -> StepRule:
     """Learning to Reweight: weights from one meta-gradient step on a clean batch per step.
 
     Clean batches go through the same augmentation as training batches (authors' CIFAR code).
     """
     cfg = ctx.cfg
-    meta_batch = _meta_batches(ctx)
+    meta_batch = meta_batches(ctx)
     decay = cfg.train.weight_decay if cfg.method.val_weight_decay else 0.0
 
     def rule(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch):
@@ -173,7 +227,7 @@ def l2rw(ctx: RunContext) -> StepRule:
     return rule
 
 
-def _meta_batches(ctx: RunContext):
+def meta_batches(ctx: RunContext):
     """step -> (x, y) of the clean (meta) batch of that step, augmented like training batches."""
     cfg, clean, preprocess = ctx.cfg, ctx.data.clean, ctx.preprocess
     sampler = META_STREAMS[cfg.train.meta_sampling]
@@ -210,7 +264,7 @@ class MetaReweightRule:
     def __init__(self, ctx: RunContext) -> None:
         cfg = ctx.cfg
         self.method = cfg.method
-        self.meta_batch = _meta_batches(ctx)
+        self.meta_batch = meta_batches(ctx)
         n, device = len(ctx.data.train), ctx.data.train.y.device
         gen = generator(cfg.seed, WEIGHTS, device=device)
         self.weights = WEIGHT_INITS[self.method.init](n, gen, device)
@@ -251,6 +305,46 @@ def meta_step_size(method: DictConfig, batch_size: int) -> float:
     return method.meta_lr * META_LR_SCALES[method.meta_lr_scale](batch_size)
 
 
-@METHODS.register("meta_reweight")
+@dataclass
+class MetaReweightConf(MethodConf):
+    """Persistent per-example weights (Wu et al. 2023, Eq. 2-4; Shu et al. 2019 with the weights
+    learned directly)."""
+
+    meta_set: ClassVar[bool] = True
+
+    # fast: the exact weight gradient as a JVP at the current point; reference: a second-order
+    # backward through a functional look-ahead.
+    engine: str = "fast"
+    # Step size of the weight update w <- clip(w - meta_lr * dL_meta/dw, clamp_min, clamp_max).
+    # The paper does not give it (the authors' config files are missing).
+    meta_lr: float = 0.1
+    # "none": meta_lr as is; "batch": meta_lr per unit of batch-mean gradient, the step being
+    # meta_lr * B (dL_meta/dw_i carries the look-ahead's 1/B, so one value moves a weight by
+    # the same amount per visit at any batch size).
+    meta_lr_scale: str = "none"
+    clamp_min: float = 0.0
+    clamp_max: float = 1.0
+    # Initial weights: "uniform" U[0, 1) drawn from the seed (the authors' code; the paper does
+    # not say), "ones", or "rectified_gaussian" (relu(N(0, 1)) scaled to mean 1, the authors'
+    # other option).
+    init: str = "uniform"
+
+    @staticmethod
+    def check(cfg: DictConfig) -> None:
+        MethodConf.check(cfg)
+        m = cfg.method
+        choice(cfg, "method.engine", META_REWEIGHT_ENGINES)
+        choice(cfg, "method.init", tuple(WEIGHT_INITS))
+        choice(cfg, "method.meta_lr_scale", tuple(META_LR_SCALES))
+        require(m.meta_lr > 0, f"method.meta_lr={m.meta_lr} must be positive.")
+        require(
+            0 <= m.clamp_min < m.clamp_max,
+            f"method.clamp_min={m.clamp_min} and clamp_max={m.clamp_max} must satisfy "
+            "0 <= clamp_min < clamp_max.",
+        )
+        needs_meta_set(cfg)
+
+
+@METHODS.register("meta_reweight", schema=MetaReweightConf)
 def meta_reweight(ctx: RunContext) -> StepRule:
     return MetaReweightRule(ctx)

@@ -10,13 +10,57 @@ and an optional fine-tuning stage on the clean pool (`finetune=clean`, the L2RW 
   re-run when the job is resumed inside its fine-tuning.
 """
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
+from omegaconf import DictConfig
+
+from l2rw.config.options import NoFinetuneConf, StopConf, needs_meta_set, require
 from l2rw.methods import METHODS
 from l2rw.methods.context import RunContext
 from l2rw.methods.loop import Phase, plan_phase, train_loop
 from l2rw.methods.phases import finetune, finetune_phase, load_snapshot_into, run_phase
+from l2rw.registry import Registry
+
+# stop: which model of the training stage the run reports; finetune: what follows training.
+STOPS = Registry("stop", group="stop")
+STOPS.option("final", StopConf)
+STOPS.option("early", StopConf)
+
+
+@dataclass
+class FinetuneConf(NoFinetuneConf):
+    """+FT: after the method's training, train its reported model (final, or the early-stopped
+    one with stop=early) further on the clean pool alone, plain SGD with uniform weights, batch
+    100, at the training stage's last learning rate (L2RW Sec. 4.2: "extra 5K steps of training
+    on the limited clean data"; the authors' code: 1e-3). The record keeps the accuracy before
+    and after."""
+
+    name: str = "clean"
+    steps: int = 5000
+    # Constant learning rate; null: the training stage's last one (lr * gamma^#milestones,
+    # the authors' 1e-3).
+    lr: float | None = None
+    batch_size: int = 100
+    eval_every: int = 500
+
+    @staticmethod
+    def check(cfg: DictConfig) -> None:
+        ft = cfg.finetune
+        for key in ("steps", "batch_size", "eval_every"):
+            require(ft[key] > 0, f"finetune.{key}={ft[key]} must be positive.")
+        require(ft.lr is None or ft.lr > 0, f"finetune.lr={ft.lr} must be positive (or null).")
+        require(
+            cfg.selector.name == "none",
+            "finetune=clean follows a method's training; a selection pipeline has its own "
+            "fine-tuning rounds (selector=finetune).",
+        )
+        needs_meta_set(cfg)
+
+
+FINETUNES = Registry("finetune", group="finetune")
+FINETUNES.option("none", NoFinetuneConf)
+FINETUNES.option("clean", FinetuneConf)
 
 # The training stage's metrics that describe the model it reports, kept as they are when a
 # fine-tuning stage follows (the S-Model +CONF baseline lookup reads its confusions).
