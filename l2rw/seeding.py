@@ -24,4 +24,4 @@ def seed_everything(seed: int) -> None:
 
 
 # Stream identifiers for derive_seed, so no two consumers share random numbers.
-DATA, BATCHES, CLEAN_BATCHES, AUGMENT, WEIGHTS, SELECTION, MODEL_INIT = range(1, 8)
+DATA, BATCHES, CLEAN_BATCHES, AUGMENT, WEIGHTS, SELECTION, MODEL_INIT, WEIGHT_NET = range(1, 9)

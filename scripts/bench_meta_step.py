@@ -1,9 +1,11 @@
-"""Time a plain SGD step against the reference and fast L2RW and meta re-weighting steps.
+"""Time a plain SGD step against the reference and fast L2RW, meta re-weighting and
+Meta-Weight-Net steps.
 
 All steps run in one process on one model and momentum-0.9 SGD optimizer; they are interleaved
 and repeated so that machine load affects them alike. Each line of output is one JSON object
 with the median milliseconds per step and its ratio to the SGD step. The meta re-weighting
-engines are labelled meta_reweight_fast and meta_reweight_reference.
+engines are labelled meta_reweight_fast and meta_reweight_reference, MW-Net's mwnet_fast and
+mwnet_reference (its weighting net 1-100-1 and Adam step included).
 
     python scripts/bench_meta_step.py [--repeats 30] [--threads N] [--device cuda]
     python scripts/bench_meta_step.py --count-ops
@@ -24,6 +26,7 @@ import torch.nn.functional as F
 from opcount import OpCounter
 
 from l2rw.meta import l2rw_step, meta_reweight_step
+from l2rw.methods.mwnet import WeightNet, mwnet_step
 from l2rw.models import build_model
 from l2rw.tracking.record import device_description
 
@@ -31,6 +34,8 @@ SETTINGS = [
     # model, input shape, classes, batch, validation batch (the L2RW paper's settings)
     ("lenet", (1, 28, 28), 2, 100, 10),
     ("resnet32", (3, 32, 32), 10, 100, 100),
+    # The Fashion-MNIST analogue of L2RW Table 2 (l2rw_table2_fmnist), where MW-Net is a row.
+    ("lenet5", (1, 28, 28), 10, 100, 100),
 ]
 
 
@@ -57,12 +62,27 @@ def meta_reweight_engine(engine: str):
     return step
 
 
+def mwnet_engine(engine: str):
+    """MW-Net's step (Shu et al. 2019): its 1-100-1 weighting net, stepped by Adam, then the
+    weighted real step; the net persists across the steps timed."""
+    net = WeightNet()
+    net_optimizer = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-4)
+
+    def step(model, optimizer, x, y, x_val, y_val):
+        net.to(x.device)
+        mwnet_step(model, optimizer, net, net_optimizer, x, y, x_val, y_val, engine=engine)
+
+    return step
+
+
 STEPS = {
     "sgd": sgd_step,
     "reference": l2rw_engine("reference"),
     "fast": l2rw_engine("fast"),
     "meta_reweight_reference": meta_reweight_engine("reference"),
     "meta_reweight_fast": meta_reweight_engine("fast"),
+    "mwnet_reference": mwnet_engine("reference"),
+    "mwnet_fast": mwnet_engine("fast"),
 }
 
 

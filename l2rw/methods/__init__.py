@@ -10,7 +10,7 @@ from l2rw.registry import Registry
 
 METHODS = Registry("method", group="method")
 
-from l2rw.methods import noisy_labels, reweighting  # noqa: E402,F401  (register the step rules)
+from l2rw.methods import mwnet, noisy_labels, reweighting  # noqa: E402,F401  (register the step rules)
 
 
 def run_pipeline(ctx) -> dict:
