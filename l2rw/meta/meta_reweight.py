@@ -273,12 +273,18 @@ def meta_reweight_grad(
     loss_fn: LossFn = cross_entropy_per_example,
     *,
     engine: str = "fast",
+    losses: Tensor | None = None,
 ) -> Tensor:
     """g = d L_meta(theta_hat(w)) / d w (Eq. 3), theta_hat one step of `optimizer` (Eq. 2).
 
     `loss_fn(outputs, targets)` must return one loss per example; `w` holds the B current
     weights. Model and optimizer are left untouched: parameters, `.grad`, buffers (BatchNorm
     running statistics), train/eval mode and optimizer state. Only torch.optim.SGD is supported.
+
+    `losses` (fast engine): the batch's per-example losses from the caller's own train-mode
+    forward at the current parameters, with their graph; it is used instead of a forward of its
+    own and kept, so that the caller's real update can backward through it (a dropout model's
+    JVP pass then draws its masks anew).
     """
     _check(engine, x, w)
     rules = _sgd_rules(model, optimizer)
@@ -288,8 +294,9 @@ def meta_reweight_grad(
             g = _reference_grad(model, rules, x, y, w, x_meta, y_meta, loss_fn)
         else:
             rng = _rng_state(x.device)
-            with batch_statistics(model) as buffers:
-                losses = loss_fn(functional_call(model, buffers, (x,)), y)
+            if losses is None:
+                with batch_statistics(model) as buffers:
+                    losses = loss_fn(functional_call(model, buffers, (x,)), y)
             g = _fast_grad(model, rules, x, y, w, losses, x_meta, y_meta, loss_fn, rng)
     return g.detach().to(w.dtype)
 

@@ -20,9 +20,11 @@ L_meta(theta_hat(phi)) with respect to phi through a look-ahead built with `crea
 second-order backward through the model, as the method is written; tests compare the two.
 
 The model, its `.grad`, buffers and optimizer state are untouched by the meta pass (the
-look-ahead passes use batch statistics and update no running statistics); the real step's
-forward is the only one that updates them. Dropout: the meta pass draws its own masks, the real
-step others (MW-Net's code also runs separate forwards).
+look-ahead passes use batch statistics and update no running statistics). `mwnet_step` runs one
+forward on the training batch, in train mode (it alone updates running statistics): the fast
+engine takes the look-ahead's gradient from its graph and the real update backwards through it,
+as `meta_reweight_step` does. Dropout: the JVP pass draws its own masks (MW-Net's code also runs
+separate forwards for its meta model and its real step).
 """
 
 from dataclasses import dataclass
@@ -110,22 +112,26 @@ def mwnet_grad(
     """grad_phi L_meta(theta_hat(phi)), one tensor per parameter of `net`.
 
     theta_hat is one plain-SGD step from the model's parameters at the current rates of
-    `optimizer`'s groups. `losses`: the batch's per-example losses at theta (batch statistics),
-    when the caller already has them. Model, optimizer and `net` are left untouched.
+    `optimizer`'s groups. `losses`: the batch's per-example losses from the caller's train-mode
+    forward, with their graph (reused by the fast engine for the look-ahead and kept for the
+    caller's real update). Model, optimizer and `net` are left untouched.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {list(ENGINES)}, got {engine!r}")
     with train_mode(model):
         if engine == "reference":
             return _reference_grad(model, optimizer, net, x, y, x_meta, y_meta, loss_fn)
-        if losses is None:
+        inputs = losses
+        if inputs is None:
             with torch.no_grad(), batch_statistics(model) as buffers:
-                losses = loss_fn(functional_call(model, buffers, (x,)), y)
-        losses = losses.detach()
+                inputs = loss_fn(functional_call(model, buffers, (x,)), y)
+        inputs = inputs.detach()
         with torch.no_grad():
-            w = net(losses)
-        g = meta_reweight_grad(model, _plain_sgd(optimizer), x, y, w, x_meta, y_meta, loss_fn)
-    return list(torch.autograd.grad(net(losses), list(net.parameters()), grad_outputs=g))
+            w = net(inputs)
+        g = meta_reweight_grad(
+            model, _plain_sgd(optimizer), x, y, w, x_meta, y_meta, loss_fn, losses=losses
+        )
+    return list(torch.autograd.grad(net(inputs), list(net.parameters()), grad_outputs=g))
 
 
 def mwnet_step(
