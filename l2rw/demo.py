@@ -18,10 +18,10 @@ import numpy as np
 from hydra import compose, initialize_config_dir
 from tqdm import tqdm
 
+from l2rw.config import CONF_DIR, prepare
 from l2rw.report.aggregate import ci95
 from l2rw.report.records import load_local
 from l2rw.tracking.sinks import METRICS_NAME
-from l2rw.train import CONF_DIR
 
 OUTPUT_ROOT = Path("outputs/demo")
 LOG = OUTPUT_ROOT / "demo.log"
@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _steps_per_job() -> int:
     """The table's training length at this scale, as the jobs will compose it."""
+    prepare()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return int(compose("train", overrides=TABLE).train.length)
 

@@ -20,8 +20,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
-from l2rw.config.resolvers import register_resolvers
-from l2rw.config.schema import register_schemas
+from l2rw.config import CONF_DIR, prepare
 from l2rw.config.validate import validate
 from l2rw.errors import ConfigError, StorageError, UserError
 from l2rw.seeding import seed_everything
@@ -42,10 +41,8 @@ from l2rw.tracking.record import (
 from l2rw.tracking.sinks import Tracker, open_wandb
 
 log = logging.getLogger("l2rw")
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
-register_schemas()
-register_resolvers()
+prepare()
 
 
 def pick_device(name: str) -> torch.device:

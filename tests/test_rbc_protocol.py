@@ -13,6 +13,7 @@ from launches import capture_info, phase_launches
 from scipy import stats
 
 import l2rw.methods.loop as loop
+import l2rw.methods.phase_cache as phase_cache
 import l2rw.methods.selection as selection
 from l2rw.config.validate import validate
 from l2rw.data.noise import noise_process
@@ -157,8 +158,8 @@ def test_warmup_key_changes_with_the_warmup_start_only(tiny_cfg, tmp_path):
             self.cfg = cfg
 
     def key(*overrides):
-        return selection.warmup_key(
-            selection.warmup_setting(Ctx(toy(tiny_cfg, tmp_path, *overrides)))
+        return phase_cache.setting_key(
+            phase_cache.warmup_setting(Ctx(toy(tiny_cfg, tmp_path, *overrides)))
         )
 
     assert key() == key("selector.round_init=scratch") == key("selector=gbc")

@@ -17,7 +17,6 @@ from launches import capture_info, phase_launches
 import l2rw.methods.loop as loop
 import l2rw.methods.selection as selection
 from l2rw.data.splits import build_data
-from l2rw.methods.selection import move_to_meta
 from l2rw.selection.selectors import SELECTORS
 from l2rw.train import run
 
@@ -107,7 +106,7 @@ def test_l2rw_as_the_reweighting_algorithm(tiny_cfg, tmp_path):
 
 def test_cleaned_examples_leave_training_with_their_true_labels(tiny_cfg):
     data = build_data(tiny_cfg(*TOY, "selector=random"))
-    moved = move_to_meta(data, torch.tensor([0, 5, 7]))
+    moved = data.move_to_meta(torch.tensor([0, 5, 7]))
     assert len(moved.train) == len(data.train) - 3
     assert len(moved.clean) == len(data.clean) + 3
     assert torch.equal(moved.clean.y[-3:], data.train.y_true[[0, 5, 7]])

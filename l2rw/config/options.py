@@ -63,8 +63,9 @@ def needs_meta_set(cfg: DictConfig) -> None:
 
 @dataclass
 class StopConf:
-    """Which model of the training stage a run reports: the final one, or (`early`, the L2RW
-    tables' +ES) the one of best (noisy) hyper-validation accuracy."""
+    """Which model of the training stage a run reports (`stop=final|early`): the final one, or
+    (`early`, the L2RW tables' +ES, Sec. 4.2) the one of best hyper-validation accuracy, that set
+    corrupted like training; the table configs give +ES the paper's shorter schedule."""
 
     name: str = "final"
 

@@ -6,7 +6,7 @@ of that budget (or, with `clean_from_budget: false`, out of the full pool before
 in MW-Net's long-tail set-up); label noise is applied last, to the remaining training images only.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,25 @@ class DataBundle:
     def to(self, device: torch.device) -> "DataBundle":
         moved = {k: getattr(self, k).to(device) for k in ("train", "clean", "hyper_val", "test")}
         return DataBundle(**moved, num_classes=self.num_classes, facts=self.facts)
+
+    def move_to_meta(self, positions: torch.Tensor) -> "DataBundle":
+        """Clean the training examples at `positions`: they leave the training set and join the
+        meta (clean) set with their true labels."""
+        train = self.train
+        picked = torch.zeros(len(train), dtype=torch.bool, device=train.y.device)
+        picked[positions] = True
+        keep, take = (~picked).cpu().numpy(), picked.cpu().numpy()
+        new_train = Split(
+            train.x[~picked], train.y[~picked], train.y_true[~picked], train.index[keep]
+        )
+        clean = self.clean
+        new_clean = Split(
+            torch.cat([clean.x, train.x[picked]]),
+            torch.cat([clean.y, train.y_true[picked]]),
+            torch.cat([clean.y_true, train.y_true[picked]]),
+            np.concatenate([clean.index, train.index[take]]),
+        )
+        return replace(self, train=new_train, clean=new_clean)
 
 
 def _take(rng: np.random.Generator, pool: np.ndarray, n: int, what: str) -> np.ndarray:

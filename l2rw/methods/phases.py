@@ -84,6 +84,22 @@ def load_snapshot_into(model: nn.Module, folder: Path, tag: str) -> nn.Module:
     return model
 
 
+def reported_metrics(metrics: dict[str, Any], early: bool) -> dict[str, Any]:
+    """The one rule for which model a job reports: `test_acc` is the final model's or, with
+    `early` (stop=early, and every selection pipeline), the best-validation model's
+    (`test_acc_es`); the final model's is kept as `test_acc_final`."""
+    reported = dict(metrics)
+    reported["test_acc_final"] = reported["test_acc"]
+    if early:
+        reported["test_acc"] = reported["test_acc_es"]
+    return reported
+
+
+def snapshot_model(ctx: RunContext, folder: Path, tag: str) -> nn.Module:
+    """A model of the run's architecture holding the snapshot `tag` kept in `folder`."""
+    return load_snapshot_into(fresh_model(ctx, 0), folder, tag)
+
+
 def finetune_phase(
     folder: Path,
     name: str,

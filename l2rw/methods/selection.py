@@ -15,30 +15,25 @@ accuracy.
 
 Every phase is resumable on its own: a finished phase leaves `phase-<name>.json` beside its
 snapshots, a round's selection is written to `round-<r>.json` before its training starts, and a
-phase in progress has its own checkpoint. The warm-up is the same for every selector of a (data,
-noise, model, method, seed, warm-up start): with `selector.cache_warmup` it runs (with its Stage A)
-once in `<output_root>/cache/warmup-<key>/`, under a file lock so parallel jobs wait for it, and
-later jobs reuse it.
+phase in progress has its own checkpoint. The warm-up and Stage A are shared by the jobs of a
+sweep (`l2rw.methods.phase_cache`); what the pipeline records beside the algorithm (the weights'
+AUC, the figures' artifacts) is `l2rw.methods.selection_outputs`.
 """
 
-import hashlib
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 
 from l2rw.data.batches import steps_per_epoch
-from l2rw.data.splits import DataBundle, Split, data_facts
-from l2rw.methods.checkpoint import load_rule_state, snapshot_steps
+from l2rw.data.splits import DataBundle, data_facts
+from l2rw.methods.checkpoint import snapshot_steps
 from l2rw.methods.context import RunContext
-from l2rw.methods.diagnostics import boundary_distance, weights_auc
 from l2rw.methods.loop import (
     START_METRICS,
     plan_phase,
@@ -46,34 +41,25 @@ from l2rw.methods.loop import (
     train_loop,
     train_method,
 )
+from l2rw.methods.phase_cache import shared_phases, stage_a_setting, warmup_setting
 from l2rw.methods.phases import (
     PhaseResult,
     finetune,
     finetune_phase,
     fresh_model,
-    load_snapshot_into,
+    reported_metrics,
     run_phase,
+    snapshot_model,
 )
 from l2rw.methods.reweighting import UniformRule
+from l2rw.methods.selection_outputs import weight_diagnostics, write_selection_artifacts
 from l2rw.selection.selectors import SELECTORS, Candidates, Selection
-from l2rw.tracking.locks import exclusive
-from l2rw.tracking.record import setting_of, write_json_atomic
-from l2rw.tracking.sinks import JsonlSink, Tracker
+from l2rw.tracking.record import write_json_atomic
 
 log = logging.getLogger(__name__)
 
-# Config groups that do not change the warm-up (beside bookkeeping): the selector (but its
-# snapshot period), the report, and the table's per-scale values (read through the keys they set).
-WARMUP_IRRELEVANT = ("selector", "report", "scales", "per_dataset")
-FEATURES_MAX_ROWS = 2000
-
-
 # What a round's record in `selection.rounds` copies from its round-<r>.json.
 ROUND_FACTS = ("snapshot_steps", "theorem_checks")
-# The selector's options that change the warm-up (beside the whole non-selector config).
-WARMUP_SELECTOR_KEYS = ("snapshot_every", "snapshot_unit", "pretrain", "warmup_init")
-# A method's keys that change a plain phase's schedule (`plan_phase`), so Stage A's too.
-METHOD_SCHEDULE_KEYS = ("batch_size", "length", "milestones")
 
 
 def selection_pipeline(ctx: RunContext) -> dict[str, Any]:
@@ -84,6 +70,7 @@ def selection_pipeline(ctx: RunContext) -> dict[str, Any]:
     rounds: list[dict[str, Any]] = [_summary(warm, 0, [], 0, len(data.clean))]
     prev, r = warm, 0
     selection: Selection | None = None
+    candidate_classes = data.train.y_true  # of the last round's candidates
     checks: dict[str, Any] = {}
     while len(data.clean) < sel.budget:
         r += 1
@@ -92,7 +79,7 @@ def selection_pipeline(ctx: RunContext) -> dict[str, Any]:
         checks = picked.get("theorem_checks", {})
         candidate_classes = data.train.y_true
         chosen = data.train.index[positions.cpu().numpy()].tolist()
-        data = move_to_meta(data, positions)
+        data = data.move_to_meta(positions)
         prev = _round(ctx, r, data, prev, offset)
         offset += prev.steps
         rounds.append(_summary(prev, r, chosen, noisy, len(data.clean)))
@@ -100,14 +87,9 @@ def selection_pipeline(ctx: RunContext) -> dict[str, Any]:
         if prev.out["status"] != "completed":
             break
 
-    if selection is not None and selection.features is not None:
-        _write_features(ctx.run_dir, selection, candidate_classes)
-    if ctx.data.train.x.ndim == 2 and ctx.data.train.x.shape[1] == 2:
-        _write_toy_boundary(ctx, prev, data)
-    metrics = dict(prev.out["metrics"])
-    metrics["test_acc_final"] = metrics["test_acc"]
-    metrics["test_acc"] = metrics["test_acc_es"]
-    metrics.update(_weight_diagnostics(ctx, prev, data))
+    write_selection_artifacts(ctx, selection, candidate_classes, prev, data)
+    metrics = reported_metrics(prev.out["metrics"], early=True)
+    metrics.update(weight_diagnostics(ctx, prev, data))
     metrics.update(checks)  # the last round's (selector.theorem_checks; each round's in rounds)
     return {
         "status": prev.out["status"],
@@ -126,72 +108,11 @@ def selection_pipeline(ctx: RunContext) -> dict[str, Any]:
     }
 
 
-def move_to_meta(data: DataBundle, positions: torch.Tensor) -> DataBundle:
-    """Clean the training examples at `positions`: they leave the training set and join the
-    meta (clean) set with their true labels."""
-    train = data.train
-    picked = torch.zeros(len(train), dtype=torch.bool, device=train.y.device)
-    picked[positions] = True
-    keep, take = (~picked).cpu().numpy(), picked.cpu().numpy()
-    new_train = Split(train.x[~picked], train.y[~picked], train.y_true[~picked], train.index[keep])
-    clean = data.clean
-    new_clean = Split(
-        torch.cat([clean.x, train.x[picked]]),
-        torch.cat([clean.y, train.y_true[picked]]),
-        torch.cat([clean.y_true, train.y_true[picked]]),
-        np.concatenate([clean.index, train.index[take]]),
-    )
-    return replace(data, train=new_train, clean=new_clean)
-
-
-def warmup_setting(ctx: RunContext) -> dict[str, Any]:
-    """Everything that determines the warm-up (data, noise, model, method, schedule, seed, the
-    snapshot period, the pre-training and where the warm-up starts), and nothing else."""
-    config = OmegaConf.to_container(ctx.cfg, resolve=True)
-    setting = setting_of(config, ignore=WARMUP_IRRELEVANT)  # type: ignore[arg-type]
-    for key in WARMUP_SELECTOR_KEYS:
-        setting[key] = ctx.cfg.selector[key]
-    return setting
-
-
-def warmup_key(setting: dict[str, Any]) -> str:
-    """A shared phase's cache key: a hash of its setting (`warmup_setting`, `stage_a_setting`)."""
-    encoded = json.dumps(setting, sort_keys=True).encode()
-    return hashlib.sha256(encoded).hexdigest()[:16]
-
-
 def _warmup(ctx: RunContext) -> tuple[PhaseResult, int]:
     """The warm-up phase and the steps logged up to its end (its Stage A's included)."""
     if not ctx.cfg.selector.cache_warmup:
         return _warmup_phases(ctx, ctx.run_dir)
-    return _shared(ctx, "warmup", warmup_setting(ctx), _warmup_phases)
-
-
-def _shared(
-    ctx: RunContext,
-    kind: str,
-    setting: dict[str, Any],
-    train: Callable[[RunContext, Path], tuple[PhaseResult, int]],
-) -> tuple[PhaseResult, int]:
-    """`train` (phases that return their last result and the steps they logged) run once in
-    `<output_root>/cache/<kind>-<key>/`, the key a hash of `setting`, under a file lock so
-    parallel jobs wait for it and later ones reuse it; its evaluations are then copied into the
-    start of `ctx`'s log."""
-    folder = Path(ctx.cfg.paths.output_root) / "cache" / f"{kind}-{warmup_key(setting)}"
-    with exclusive(folder.with_suffix(".lock"), wait=True):
-        shared_ctx = replace(ctx, run_dir=folder, tracker=Tracker(folder), setting=setting)
-        result, steps = train(shared_ctx, folder)
-    log.info("Shared %s: %s.", kind, folder)
-    _replay_log(ctx, folder, steps)
-    return result, steps
-
-
-def _replay_log(ctx: RunContext, folder: Path, steps: int) -> None:
-    """Make this job's log start with the evaluations of the shared phases in `folder` (also
-    after a kill in the middle of copying them), keeping the rows of its later phases."""
-    shared = JsonlSink(folder).rows()
-    if [r for r in ctx.tracker.local.rows() if r["step"] <= steps] != shared:
-        ctx.tracker.replace_up_to(steps, shared)
+    return shared_phases(ctx, "warmup", warmup_setting(ctx), _warmup_phases)
 
 
 def _warmup_phases(ctx: RunContext, folder: Path) -> tuple[PhaseResult, int]:
@@ -209,15 +130,6 @@ def _warmup_phases(ctx: RunContext, folder: Path) -> tuple[PhaseResult, int]:
     return warm, offset + warm.steps
 
 
-def stage_a_setting(ctx: RunContext) -> dict[str, Any]:
-    """Everything that determines Stage A (data, noise, model, schedule, seed), and nothing else:
-    plain training reads neither the method nor the selector, but for a method's own schedule."""
-    config = OmegaConf.to_container(ctx.cfg, resolve=True)
-    setting = setting_of(config, ignore=(*WARMUP_IRRELEVANT, "method"))  # type: ignore[arg-type]
-    setting["method_schedule"] = {k: config["method"].get(k) for k in METHOD_SCHEDULE_KEYS}
-    return setting
-
-
 def _stage_a(ctx: RunContext, folder: Path) -> PhaseResult:
     """The authors' Stage A: plain training on the noisy data, in `folder` or, with
     `selector.cache_warmup`, once in `<output_root>/cache/stage-a-<key>/` for every warm-up of
@@ -232,7 +144,7 @@ def _stage_a(ctx: RunContext, folder: Path) -> PhaseResult:
 
     if not ctx.cfg.selector.cache_warmup:
         return train(ctx, folder)[0]
-    return _shared(ctx, "stage-a", stage_a_setting(ctx), train)[0]
+    return shared_phases(ctx, "stage-a", stage_a_setting(ctx), train)[0]
 
 
 def _train_phase(
@@ -274,7 +186,7 @@ def _train_phase(
         model = (
             fresh_model(data_ctx, number)
             if start is None
-            else _snapshot_model(ctx, start.snapshot_folder, "best")
+            else snapshot_model(ctx, start.snapshot_folder, "best")
         )
         model_ctx = replace(data_ctx, model=model)
         if plain:
@@ -329,15 +241,10 @@ def _finetune(
     )
 
     def train() -> dict[str, Any]:
-        model = _snapshot_model(ctx, prev.snapshot_folder, "best")
+        model = snapshot_model(ctx, prev.snapshot_folder, "best")
         return finetune(replace(ctx, data=data), model, data.clean, phase)
 
     return run_phase(phase, train)
-
-
-def _snapshot_model(ctx: RunContext, folder: Path, tag: str) -> nn.Module:
-    """A model of this run's architecture holding the snapshot `tag` kept in `folder`."""
-    return load_snapshot_into(fresh_model(ctx, 0), folder, tag)
 
 
 def selection_steps(kept: list[int], best_step: int, k: int) -> list[int]:
@@ -359,7 +266,7 @@ def selection_models(ctx: RunContext, prev: PhaseResult) -> dict[int, nn.Module]
         snapshot_steps(prev.snapshot_folder), prev.best_step, ctx.cfg.selector.snapshots
     )
     tags = {prev.best_step: "best", **{s: f"step-{s}" for s in steps}}
-    return {s: _snapshot_model(ctx, prev.snapshot_folder, t).eval() for s, t in tags.items()}
+    return {s: snapshot_model(ctx, prev.snapshot_folder, t).eval() for s, t in tags.items()}
 
 
 def _select(
@@ -434,61 +341,3 @@ def _summary(
         "steps": result.steps,
         **{k: m[k] for k in START_METRICS if k in m},
     }
-
-
-def _weight_diagnostics(ctx: RunContext, last: PhaseResult, data: DataBundle) -> dict[str, Any]:
-    """AUC of the last phase's learned per-example weights against label cleanliness, on all
-    training examples and the 1,000 nearest the final model's boundary (RBC Table 3); empty
-    when the method keeps no weight table or the last phase did not train on `data.train`."""
-    state = load_rule_state(last.snapshot_folder, ctx.device)
-    if state is None or "weights" not in state or len(state["weights"]) != len(data.train):
-        return {}
-    model = _snapshot_model(ctx, last.snapshot_folder, "final")
-    distance = boundary_distance(model, ctx.preprocess(data.train.x))
-    return weights_auc(state["weights"], data.train.y == data.train.y_true, distance)
-
-
-def _write_features(run_dir: Path, selection: Selection, classes: torch.Tensor) -> None:
-    """features.npz for the t-SNE figure: (at most 2,000 of) the clustered rows, the picked rows
-    among them, and each row's true class (`classes`: of the round's candidates)."""
-    feats = selection.features.float().cpu()
-    picked = selection.feature_index.cpu()
-    owners = selection.feature_rows
-    row_classes = (classes if owners is None else classes[owners.to(classes.device)]).cpu()
-    rng = np.random.default_rng(0)
-    others = np.setdiff1d(np.arange(len(feats)), picked.numpy())
-    rows = np.concatenate(
-        [picked.numpy(), rng.permutation(others)[: FEATURES_MAX_ROWS - len(picked)]]
-    )
-    np.savez_compressed(
-        run_dir / "features.npz",
-        features=feats[rows].half().numpy(),  # half precision: enough for a t-SNE, half the size
-        labels=row_classes[rows].numpy(),
-        centroid_indices=np.arange(len(picked)),
-    )
-
-
-def _write_toy_boundary(ctx: RunContext, last: PhaseResult, data: DataBundle) -> None:
-    """toy_boundary.npz for 2-D data: the final best model's P(class 1) on a grid, the training
-    points as trained on, and the meta samples (RBC Figure 1)."""
-    model = _snapshot_model(ctx, last.snapshot_folder, "best").eval()
-    x = torch.cat([data.train.x, data.clean.x]).float()
-    y = torch.cat([data.train.y, data.clean.y])
-    lo, hi = x.min(0).values - 0.5, x.max(0).values + 0.5
-    xx, yy = torch.meshgrid(
-        torch.linspace(float(lo[0]), float(hi[0]), 120),
-        torch.linspace(float(lo[1]), float(hi[1]), 120),
-        indexing="xy",
-    )
-    grid = torch.stack([xx.flatten(), yy.flatten()], 1).to(ctx.device)
-    with torch.no_grad():
-        prob = torch.softmax(model(ctx.preprocess(grid)), 1)[:, 1].reshape(xx.shape)
-    np.savez_compressed(
-        ctx.run_dir / "toy_boundary.npz",
-        xx=xx.numpy(),
-        yy=yy.numpy(),
-        prob=prob.cpu().numpy(),
-        x_train=x.cpu().numpy(),
-        y_train=y.cpu().numpy(),
-        selected=np.arange(len(data.train), len(x)),
-    )

@@ -19,7 +19,13 @@ from l2rw.config.options import NoFinetuneConf, StopConf, needs_meta_set, requir
 from l2rw.methods import METHODS
 from l2rw.methods.context import RunContext
 from l2rw.methods.loop import Phase, plan_phase, train_loop
-from l2rw.methods.phases import finetune, finetune_phase, load_snapshot_into, run_phase
+from l2rw.methods.phases import (
+    finetune,
+    finetune_phase,
+    load_snapshot_into,
+    reported_metrics,
+    run_phase,
+)
 from l2rw.registry import Registry
 
 # stop: which model of the training stage the run reports; finetune: what follows training.
@@ -102,11 +108,7 @@ def method_pipeline(ctx: RunContext) -> dict[str, Any]:
 
 def _reported(out: dict[str, Any], stop: str) -> dict[str, Any]:
     """The loop's output with `test_acc` the accuracy of the model `stop` reports."""
-    metrics = dict(out["metrics"])
-    metrics["test_acc_final"] = metrics["test_acc"]
-    if stop == "early":
-        metrics["test_acc"] = metrics["test_acc_es"]
-    return {**out, "metrics": metrics}
+    return {**out, "metrics": reported_metrics(out["metrics"], early=stop == "early")}
 
 
 def _finetune_phase(ctx: RunContext, trained: Phase, trained_steps: int) -> Phase:

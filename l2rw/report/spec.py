@@ -12,8 +12,8 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from l2rw.config import CONF_DIR, prepare
 from l2rw.errors import UserError
-from l2rw.train import CONF_DIR
 
 
 class ReportError(UserError):
@@ -204,6 +204,7 @@ def load_spec(table: str, overrides: list[str], output_root: str | None = None) 
             f"There is no table named '{table}'. Tables are the files in conf/table/: "
             f"{', '.join(known) or '(none)'}. Pass one as +table=NAME, or `all` for every table."
         )
+    prepare()
     try:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
             cfg = compose("train", [f"+table={table}", *overrides], return_hydra_config=True)
