@@ -16,7 +16,7 @@ import torch
 from launches import capture_info, phase_launches
 
 import l2rw.methods.checkpoint as checkpoint_module
-import l2rw.methods.loop as loop
+import l2rw.methods.phase_store as phase_store
 import l2rw.tracking.record as record_module
 from l2rw.report.records import load_local
 from l2rw.tracking.locks import exclusive
@@ -33,16 +33,16 @@ class Interrupted(Exception):
 
 def interrupt_after_first_checkpoint(tiny_cfg, run_dir, monkeypatch, *overrides):
     """Run until the first checkpoint is written, then stop as a killed job would."""
-    real_save = loop.save_checkpoint
+    real_save = phase_store.save_checkpoint
 
     def save_then_die(*args):
         real_save(*args)
         raise Interrupted
 
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(phase_store, "save_checkpoint", save_then_die)
     with pytest.raises(Interrupted):
         run(tiny_cfg(*OVERRIDES, *overrides), run_dir)
-    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    monkeypatch.setattr(phase_store, "save_checkpoint", real_save)
     assert (run_dir / "checkpoint-train.pt").exists()
 
 

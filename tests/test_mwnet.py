@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from launches import capture_info, phase_launches
 from nets import bn_net, lenet
 
-import l2rw.methods.loop as loop
+import l2rw.methods.phase_store as phase_store
 from l2rw.methods.mwnet import WeightNet, mwnet_grad, mwnet_step
 from l2rw.train import run
 
@@ -177,7 +177,7 @@ def test_runner_trains_and_resumes_mwnet_with_its_net_and_adam_state(
     overrides = ("method=mwnet", "dataset.clean_size=20", "device=cpu")
     straight = run(tiny_cfg(*overrides), tmp_path / "straight")
     assert straight["status"] == "completed", straight["error"]
-    real_save = loop.save_checkpoint
+    real_save = phase_store.save_checkpoint
     saved = {}
 
     def die_after_first(folder, name, state, *identity):
@@ -185,10 +185,10 @@ def test_runner_trains_and_resumes_mwnet_with_its_net_and_adam_state(
         saved["rule"] = state["rule"]
         raise Interrupted
 
-    monkeypatch.setattr(loop, "save_checkpoint", die_after_first)
+    monkeypatch.setattr(phase_store, "save_checkpoint", die_after_first)
     with pytest.raises(Interrupted):
         run(tiny_cfg(*overrides), tmp_path / "resumed")
-    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    monkeypatch.setattr(phase_store, "save_checkpoint", real_save)
     # V and its Adam moments (4 steps taken) are in the checkpoint.
     adam = saved["rule"]["optimizer"]["state"]
     assert adam and all(float(s["step"]) == 4 for s in adam.values())

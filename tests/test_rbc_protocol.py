@@ -14,6 +14,7 @@ from scipy import stats
 
 import l2rw.methods.loop as loop
 import l2rw.methods.phase_cache as phase_cache
+import l2rw.methods.phase_store as phase_store
 import l2rw.methods.selection as selection
 from l2rw.config.validate import validate
 from l2rw.data.noise import noise_process
@@ -179,7 +180,7 @@ def test_an_interrupted_chain_resumes_in_every_phase(tiny_cfg, tmp_path, monkeyp
         ("warmup", 0, 8, 8),
         ("round1", 0, 8, 8),
     ]
-    real_save = loop.save_checkpoint
+    real_save = phase_store.save_checkpoint
     job = tmp_path / "resumed"
     launches = []
     for phase in ("stage_a", "warmup", "round1"):
@@ -189,12 +190,12 @@ def test_an_interrupted_chain_resumes_in_every_phase(tiny_cfg, tmp_path, monkeyp
             if name == f"checkpoint-{phase}.pt" and state["step"] == 4:
                 raise Interrupted
 
-        monkeypatch.setattr(loop, "save_checkpoint", die)
+        monkeypatch.setattr(phase_store, "save_checkpoint", die)
         caplog.clear()
         with pytest.raises(Interrupted):
             run(toy(tiny_cfg, tmp_path, *overrides), job)
         launches.append(phase_launches(caplog.text))
-    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    monkeypatch.setattr(phase_store, "save_checkpoint", real_save)
     caplog.clear()
     resumed = run(toy(tiny_cfg, tmp_path, *overrides), job)
     launches.append(phase_launches(caplog.text))

@@ -15,8 +15,10 @@ import torch
 from launches import capture_info, phase_launches
 
 import l2rw.methods.loop as loop
+import l2rw.methods.phase_store as phase_store
 import l2rw.methods.selection as selection
 from l2rw.data.splits import build_data
+from l2rw.methods.phase_store import PhaseStore
 from l2rw.selection.selectors import SELECTORS
 from l2rw.train import run
 
@@ -182,19 +184,19 @@ def test_interrupted_selection_job_resumes_to_the_same_result(
     capture_info(caplog)
     straight = run(toy(tiny_cfg, tmp_path, *overrides), tmp_path / "straight")
     assert phase_launches(caplog.text) == [("warmup", 0, 8, 8), ("round1", 0, 8, 8)]
-    real_save = loop.save_checkpoint
+    real_save = phase_store.save_checkpoint
 
     def die_in_round1(folder, name, state, *identity):
         real_save(folder, name, state, *identity)
         if name == "checkpoint-round1.pt":
             raise Interrupted
 
-    monkeypatch.setattr(loop, "save_checkpoint", die_in_round1)
+    monkeypatch.setattr(phase_store, "save_checkpoint", die_in_round1)
     with pytest.raises(Interrupted):
         run(toy(tiny_cfg, tmp_path, *overrides), tmp_path / "resumed")
     assert (tmp_path / "resumed" / "round-1.json").exists()
     assert (tmp_path / "resumed" / "checkpoint-round1.pt").exists()
-    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    monkeypatch.setattr(phase_store, "save_checkpoint", real_save)
     caplog.clear()
     resumed = run(toy(tiny_cfg, tmp_path, *overrides), tmp_path / "resumed")
     assert resumed["status"] == "completed"
@@ -214,7 +216,7 @@ def test_meta_reweight_weight_table_survives_an_interruption(
 ):
     overrides = ("method=meta_reweight", "dataset.clean_size=20", "device=cpu")
     straight = run(tiny_cfg(*overrides), tmp_path / "straight")
-    real_save = loop.save_checkpoint
+    real_save = phase_store.save_checkpoint
     saved = {}
 
     def die_after_first(folder, name, state, *identity):
@@ -222,10 +224,10 @@ def test_meta_reweight_weight_table_survives_an_interruption(
         saved["weights"] = state["rule"]["weights"].clone()
         raise Interrupted
 
-    monkeypatch.setattr(loop, "save_checkpoint", die_after_first)
+    monkeypatch.setattr(phase_store, "save_checkpoint", die_after_first)
     with pytest.raises(Interrupted):
         run(tiny_cfg(*overrides), tmp_path / "resumed")
-    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    monkeypatch.setattr(phase_store, "save_checkpoint", real_save)
     # The weights moved from their U[0, 1) start and stay in [0, 1].
     assert float(saved["weights"].min()) >= 0 and float(saved["weights"].max()) <= 1
     capture_info(caplog)
@@ -349,7 +351,7 @@ def test_snapshots_every_few_steps_keep_only_the_window_after_the_best(
     assert record["status"] == "completed", record["error"]
     warmup, round1 = record["selection"]["rounds"]
     best = warmup["best_step"]
-    kept = selection.snapshot_steps(tmp_path / "job" / "snapshots-warmup")
+    kept = PhaseStore(tmp_path / "job", "warmup").snapshot_steps()
     # Everything kept at or before t* was deleted when t* was found; every 5th step after it
     # is there, and the round read t* and 3 of them, evenly spaced over the window.
     assert kept == [s for s in range(5, warmup["steps"] + 1, 5) if s > best]
@@ -357,5 +359,6 @@ def test_snapshots_every_few_steps_keep_only_the_window_after_the_best(
     assert round1["snapshot_steps"] == [best, *selection.selection_steps(kept, best, 4)]
     assert round1["snapshot_steps"][-1] == kept[-1]
     # The last round keeps its best and final models only: no selection reads its snapshots.
-    assert not selection.snapshot_steps(tmp_path / "job" / "snapshots-round1")
-    assert (tmp_path / "job" / "snapshots-round1" / "best.pt").exists()
+    round1_store = PhaseStore(tmp_path / "job", "round1")
+    assert not round1_store.snapshot_steps()
+    assert (round1_store.snapshots / "best.pt").exists()

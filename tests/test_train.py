@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from launches import capture_info, phase_launches
 
-import l2rw.methods.loop as loop
+import l2rw.methods.phase_store as phase_store
 import l2rw.tracking.record as record_module
 from l2rw.train import run
 
@@ -84,7 +84,7 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_cfg, tmp_path, monkeypa
     assert phase_launches(caplog.text) == [("train", 0, 12, 12)]
 
     saves = []
-    real_save = loop.save_checkpoint
+    real_save = phase_store.save_checkpoint
 
     def save_then_die(folder, name, state, *identity):
         real_save(folder, name, state, *identity)
@@ -92,13 +92,13 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_cfg, tmp_path, monkeypa
         if len(saves) == 2:
             raise Interrupted
 
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(phase_store, "save_checkpoint", save_then_die)
     with pytest.raises(Interrupted):
         run(tiny_cfg(*overrides), tmp_path / "resumed")
     partial = json.loads((tmp_path / "resumed" / "result.json").read_text())
     assert partial["status"] == "failed"
     assert (tmp_path / "resumed" / "checkpoint-train.pt").exists()
-    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    monkeypatch.setattr(phase_store, "save_checkpoint", real_save)
 
     caplog.clear()
     resumed = run(tiny_cfg(*overrides), tmp_path / "resumed")

@@ -30,17 +30,10 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from l2rw.data.batches import BalancedStream, EpochStream, steps_per_epoch
-from l2rw.methods.checkpoint import (
-    checkpoint_identity,
-    load_checkpoint,
-    remove_checkpoint,
-    remove_snapshots_through,
-    save_checkpoint,
-    save_rule_state,
-    save_snapshot,
-)
+from l2rw.methods.checkpoint import checkpoint_identity
 from l2rw.methods.context import RunContext
 from l2rw.methods.evaluate import evaluate
+from l2rw.methods.phase_store import PhaseStore
 from l2rw.seeding import AUGMENT, BATCHES, generator
 
 log = logging.getLogger(__name__)
@@ -105,17 +98,9 @@ class Phase:
         return self.keep_best or self.snapshot_every is not None
 
     @property
-    def checkpoint_name(self) -> str:
-        return f"checkpoint-{self.name}.pt"
-
-    @property
-    def snapshot_folder(self) -> Path:
-        return snapshot_folder(self.folder, self.name)
-
-
-def snapshot_folder(folder: Path, phase_name: str) -> Path:
-    """Where phase `phase_name` run in `folder` keeps its model snapshots."""
-    return Path(folder) / f"snapshots-{phase_name}"
+    def store(self) -> PhaseStore:
+        """The phase's files (checkpoint, snapshots, rule state, result)."""
+        return PhaseStore(self.folder, self.name)
 
 
 def snapshot_interval(every: int, unit: str, per_epoch: int) -> int:
@@ -227,13 +212,9 @@ def train_loop(ctx: RunContext, rule: StepRule, phase: Phase | None = None) -> d
     )
     progress, start = _Progress(), 0
     identity = checkpoint_identity(ctx.setting)
-    state = load_checkpoint(phase.folder, phase.checkpoint_name, ctx.device, identity)
+    store = phase.store
+    state = store.load_checkpoint(ctx.device, identity)
     if state is not None:
-        if state.get("phase") != phase.name:
-            raise RuntimeError(
-                f"{phase.folder / phase.checkpoint_name} belongs to phase {state.get('phase')!r}, "
-                f"not {phase.name!r}"
-            )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         lr_schedule.load_state_dict(state["lr_schedule"])
@@ -292,9 +273,9 @@ def train_loop(ctx: RunContext, rule: StepRule, phase: Phase | None = None) -> d
         if done % phase.eval_every == 0 or done == phase.total:
             evals = _evaluate(ctx, preprocess)
             if _track(progress, evals, done) and phase.keeps_snapshots:
-                save_snapshot(phase.snapshot_folder, "best", model)
+                store.save_model("best", model)
                 if phase.snapshot_every:
-                    remove_snapshots_through(phase.snapshot_folder, done)
+                    store.forget_steps_through(done)
             train_loss = progress.loss_sum / progress.loss_count
             progress.loss_sum, progress.loss_count = 0.0, 0
             row = {"train/loss": train_loss, "lr": lr_schedule.get_last_lr()[0]}
@@ -310,13 +291,10 @@ def train_loop(ctx: RunContext, rule: StepRule, phase: Phase | None = None) -> d
             bar.set_postfix(loss=f"{train_loss:.3f}", test_acc=f"{evals['test']['acc']:.4f}")
         after_best = done > progress.best_step  # the best's own state is kept as "best"
         if phase.snapshot_every and done % phase.snapshot_every == 0 and after_best:
-            save_snapshot(phase.snapshot_folder, f"step-{done}", model)
+            store.save_model(f"step-{done}", model)
         if done % phase.checkpoint_every == 0 and done < phase.total:
-            save_checkpoint(
-                phase.folder,
-                phase.checkpoint_name,
+            store.save_checkpoint(
                 {
-                    "phase": phase.name,
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "lr_schedule": lr_schedule.state_dict(),
@@ -331,10 +309,10 @@ def train_loop(ctx: RunContext, rule: StepRule, phase: Phase | None = None) -> d
     if not evals:
         evals = _evaluate(ctx, preprocess)
     if phase.keeps_snapshots:
-        save_snapshot(phase.snapshot_folder, "final", model)
+        store.save_model("final", model)
         if hasattr(rule, "state_dict"):
-            save_rule_state(phase.snapshot_folder, rule.state_dict())
-    remove_checkpoint(phase.folder, phase.checkpoint_name)
+            store.save_rule_state(rule.state_dict())
+    store.remove_checkpoint()
     return {
         "status": status,
         "metrics": {

@@ -1,12 +1,12 @@
 """Finished phases and the stages built from them, shared by every pipeline.
 
-A phase that finished leaves `phase-<name>.json` (its loop output) beside its snapshots, so a
-resumed job skips it. `finetune_phase` / `finetune` are the one fine-tuning stage: a model
-trained further on the clean (meta) set alone with plain SGD, after any method's training (the
-L2RW tables' +FT) or as a selection round (the RBC paper's "Fine-tuning" row).
+A phase that finished leaves its result (the loop's output) in its store
+(`l2rw.methods.phase_store`), so a resumed job skips it. `finetune_phase` / `finetune` are the
+one fine-tuning stage: a model trained further on the clean (meta) set alone with plain SGD,
+after any method's training (the L2RW tables' +FT) or as a selection round (the RBC paper's
+"Fine-tuning" row).
 """
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -17,54 +17,42 @@ import torch
 from torch import nn
 
 from l2rw.data.splits import Split
-from l2rw.methods.checkpoint import load_snapshot
 from l2rw.methods.context import RunContext
-from l2rw.methods.loop import Phase, snapshot_folder, train_loop
+from l2rw.methods.loop import Phase, train_loop
+from l2rw.methods.phase_store import PhaseStore
 from l2rw.methods.reweighting import UniformRule
 from l2rw.models import build_model
 from l2rw.seeding import MODEL_INIT, derive_seed
-from l2rw.tracking.record import write_json_atomic
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class PhaseResult:
-    """A finished phase: the loop's output, its length, and where its snapshots are."""
+    """A finished phase: the loop's output, its length, and its files (snapshots, rule state)."""
 
     name: str
     out: dict[str, Any]
     steps: int
-    snapshot_folder: Path
+    store: PhaseStore
 
     @property
     def best_step(self) -> int:
         return int(self.out["metrics"]["best_step"])
 
 
-def _phase_file(folder: Path, name: str) -> Path:
-    return Path(folder) / f"phase-{name}.json"
-
-
-def _load_phase(folder: Path, name: str) -> PhaseResult | None:
-    path = _phase_file(folder, name)
-    if not path.exists():
-        return None
-    saved = json.loads(path.read_text())
-    return PhaseResult(name, saved["out"], saved["steps"], snapshot_folder(folder, name))
-
-
 def run_phase(phase: Phase, train: Callable[[], dict[str, Any]]) -> PhaseResult:
     """Run `train` for `phase` (or load the phase, when it finished before) and record that it
     finished."""
-    done = _load_phase(phase.folder, phase.name)
+    store = phase.store
+    done = store.load_result()
     if done is not None:
         log.info("Phase %s finished before: reusing it from %s.", phase.name, phase.folder)
-        return done
+        return PhaseResult(phase.name, done["out"], done["steps"], store)
     out = train()
     steps = int(out["metrics"]["steps"])
-    write_json_atomic(_phase_file(phase.folder, phase.name), {"out": out, "steps": steps})
-    return PhaseResult(phase.name, out, steps, phase.snapshot_folder)
+    store.save_result({"out": out, "steps": steps})
+    return PhaseResult(phase.name, out, steps, store)
 
 
 def fresh_model(ctx: RunContext, phase_number: int) -> nn.Module:
@@ -77,10 +65,10 @@ def fresh_model(ctx: RunContext, phase_number: int) -> nn.Module:
     return model.to(ctx.device)
 
 
-def load_snapshot_into(model: nn.Module, folder: Path, tag: str) -> nn.Module:
-    """`model` holding the snapshot `tag` kept in `folder` (its parameters must match)."""
+def load_snapshot_into(model: nn.Module, store: PhaseStore, tag: str) -> nn.Module:
+    """`model` holding the snapshot `tag` of the phase of `store` (its parameters must match)."""
     device = next(model.parameters()).device
-    model.load_state_dict(load_snapshot(folder, tag, device))
+    model.load_state_dict(store.load_model_state(tag, device))
     return model
 
 
@@ -95,9 +83,9 @@ def reported_metrics(metrics: dict[str, Any], early: bool) -> dict[str, Any]:
     return reported
 
 
-def snapshot_model(ctx: RunContext, folder: Path, tag: str) -> nn.Module:
-    """A model of the run's architecture holding the snapshot `tag` kept in `folder`."""
-    return load_snapshot_into(fresh_model(ctx, 0), folder, tag)
+def snapshot_model(ctx: RunContext, store: PhaseStore, tag: str) -> nn.Module:
+    """A model of the run's architecture holding the snapshot `tag` of the phase of `store`."""
+    return load_snapshot_into(fresh_model(ctx, 0), store, tag)
 
 
 def finetune_phase(

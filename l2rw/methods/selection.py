@@ -32,7 +32,6 @@ from torch import nn
 
 from l2rw.data.batches import steps_per_epoch
 from l2rw.data.splits import DataBundle, data_facts
-from l2rw.methods.checkpoint import snapshot_steps
 from l2rw.methods.context import RunContext
 from l2rw.methods.loop import (
     START_METRICS,
@@ -103,7 +102,7 @@ def selection_pipeline(ctx: RunContext) -> dict[str, Any]:
             "warmup_indices": ctx.data.clean.index.tolist(),
             "noisy_selected_before_cleaning": sum(x["noisy_before_cleaning"] for x in rounds),
             "rounds": rounds,
-            "warmup_folder": str(warm.snapshot_folder.parent),
+            "warmup_folder": str(warm.store.folder),
         },
     }
 
@@ -186,7 +185,7 @@ def _train_phase(
         model = (
             fresh_model(data_ctx, number)
             if start is None
-            else snapshot_model(ctx, start.snapshot_folder, "best")
+            else snapshot_model(ctx, start.store, "best")
         )
         model_ctx = replace(data_ctx, model=model)
         if plain:
@@ -241,7 +240,7 @@ def _finetune(
     )
 
     def train() -> dict[str, Any]:
-        model = snapshot_model(ctx, prev.snapshot_folder, "best")
+        model = snapshot_model(ctx, prev.store, "best")
         return finetune(replace(ctx, data=data), model, data.clean, phase)
 
     return run_phase(phase, train)
@@ -262,11 +261,9 @@ def selection_models(ctx: RunContext, prev: PhaseResult) -> dict[int, nn.Module]
     """Algorithm 3's snapshots by the phase's step: the best-validation model t* first, then
     K - 1 of those kept every P epochs after it (`selection_steps`), K in all (fewer when the
     phase ended first)."""
-    steps = selection_steps(
-        snapshot_steps(prev.snapshot_folder), prev.best_step, ctx.cfg.selector.snapshots
-    )
+    steps = selection_steps(prev.store.snapshot_steps(), prev.best_step, ctx.cfg.selector.snapshots)
     tags = {prev.best_step: "best", **{s: f"step-{s}" for s in steps}}
-    return {s: snapshot_model(ctx, prev.snapshot_folder, t).eval() for s, t in tags.items()}
+    return {s: snapshot_model(ctx, prev.store, t).eval() for s, t in tags.items()}
 
 
 def _select(

@@ -10,7 +10,6 @@ import numpy as np
 import torch
 
 from l2rw.data.splits import DataBundle
-from l2rw.methods.checkpoint import load_rule_state
 from l2rw.methods.context import RunContext
 from l2rw.methods.diagnostics import boundary_distance, weights_auc
 from l2rw.methods.phases import PhaseResult, snapshot_model
@@ -23,10 +22,10 @@ def weight_diagnostics(ctx: RunContext, last: PhaseResult, data: DataBundle) -> 
     """AUC of the last phase's learned per-example weights against label cleanliness, on all
     training examples and the 1,000 nearest the final model's boundary (RBC Table 3); empty
     when the method keeps no weight table or the last phase did not train on `data.train`."""
-    state = load_rule_state(last.snapshot_folder, ctx.device)
+    state = last.store.rule_state(ctx.device)
     if state is None or "weights" not in state or len(state["weights"]) != len(data.train):
         return {}
-    model = snapshot_model(ctx, last.snapshot_folder, "final")
+    model = snapshot_model(ctx, last.store, "final")
     distance = boundary_distance(model, ctx.preprocess(data.train.x))
     return weights_auc(state["weights"], data.train.y == data.train.y_true, distance)
 
@@ -69,7 +68,7 @@ def write_features(run_dir: Path, selection: Selection, classes: torch.Tensor) -
 def write_toy_boundary(ctx: RunContext, last: PhaseResult, data: DataBundle) -> None:
     """toy_boundary.npz for 2-D data: the final best model's P(class 1) on a grid, the training
     points as trained on, and the meta samples (RBC Figure 1)."""
-    model = snapshot_model(ctx, last.snapshot_folder, "best").eval()
+    model = snapshot_model(ctx, last.store, "best").eval()
     x = torch.cat([data.train.x, data.clean.x]).float()
     y = torch.cat([data.train.y, data.clean.y])
     lo, hi = x.min(0).values - 0.5, x.max(0).values + 0.5

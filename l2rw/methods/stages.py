@@ -90,7 +90,7 @@ def method_pipeline(ctx: RunContext) -> dict[str, Any]:
     if out["status"] != "completed":
         return out
     start = "best" if cfg.stop.name == "early" else "final"
-    model = load_snapshot_into(ctx.model, phase.snapshot_folder, start)
+    model = load_snapshot_into(ctx.model, phase.store, start)
     ft_phase = _finetune_phase(ctx, phase, trained.steps)
     tuned = run_phase(ft_phase, lambda: finetune(ctx, model, ctx.data.clean, ft_phase)).out
     metrics = dict(out["metrics"])
