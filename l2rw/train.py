@@ -195,13 +195,9 @@ def _execute(cfg: DictConfig, run_dir: Path, record: dict[str, Any]) -> None:
             Tracker(run_dir, wandb_run),
             setting_of(record["config"]),
         )
-        out = run_pipeline(ctx)
         # A pipeline that changes the splits (selection cleans examples into the meta set)
         # returns the facts of the data it ended with.
-        record["data"] = out.pop("data", record["data"])
-        record["status"] = out.pop("status")
-        record["metrics"] = out.pop("metrics")
-        record.update(out)
+        record.update(run_pipeline(ctx).record_fields())
         ctx.tracker.summary(
             {f"final/{k}": v for k, v in record["metrics"].items() if k != "confusion"}
         )

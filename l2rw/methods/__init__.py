@@ -6,6 +6,7 @@ selector, runs the selection pipeline that trains with it in every phase
 (`l2rw.methods.selection`).
 """
 
+from l2rw.methods.results import JobResult
 from l2rw.registry import Registry
 
 METHODS = Registry("method", group="method")
@@ -13,7 +14,7 @@ METHODS = Registry("method", group="method")
 from l2rw.methods import mwnet, noisy_labels, reweighting  # noqa: E402,F401  (register the step rules)
 
 
-def run_pipeline(ctx) -> dict:
+def run_pipeline(ctx) -> JobResult:
     """The job: train with the method (then fine-tune, when asked), or select its meta set first
     when a selector is set."""
     from l2rw.methods.selection import selection_pipeline

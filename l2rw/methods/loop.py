@@ -34,6 +34,7 @@ from l2rw.methods.checkpoint import checkpoint_identity
 from l2rw.methods.context import RunContext
 from l2rw.methods.evaluate import evaluate
 from l2rw.methods.phase_store import PhaseStore
+from l2rw.methods.results import LoopResult
 from l2rw.seeding import AUGMENT, BATCHES, generator
 
 log = logging.getLogger(__name__)
@@ -198,9 +199,9 @@ class _Progress:
         self.hist = {k: v.cpu().numpy() for k, v in state["hist"].items()}
 
 
-def train_loop(ctx: RunContext, rule: StepRule, phase: Phase | None = None) -> dict[str, object]:
-    """Run `phase` (by default the job's one phase, "train") with `rule`; return the final
-    metrics of the record and the weight histograms."""
+def train_loop(ctx: RunContext, rule: StepRule, phase: Phase | None = None) -> LoopResult:
+    """Run `phase` (by default the job's one phase, "train") with `rule`; return its status,
+    final metrics and weight histograms."""
     cfg, data, model = ctx.cfg, ctx.data, ctx.model
     phase = phase or plan_phase(ctx)
     optimizer, lr_schedule = make_optimizer(ctx, phase)
@@ -313,9 +314,9 @@ def train_loop(ctx: RunContext, rule: StepRule, phase: Phase | None = None) -> d
         if hasattr(rule, "state_dict"):
             store.save_rule_state(rule.state_dict())
     store.remove_checkpoint()
-    return {
-        "status": status,
-        "metrics": {
+    return LoopResult(
+        status=status,
+        metrics={
             "test_acc": evals["test"]["acc"],
             "test_loss": evals["test"]["loss"],
             "test_acc_es": progress.test_acc_es,
@@ -331,15 +332,15 @@ def train_loop(ctx: RunContext, rule: StepRule, phase: Phase | None = None) -> d
             "val_confusion_es": progress.val_confusion_es,
             **progress.start,
         },
-        "weights_hist": {
+        weights_hist={
             "bins": WEIGHT_BINS.tolist(),
             "clean": progress.hist["clean"].tolist(),
             "flipped": progress.hist["flipped"].tolist(),
         },
-    }
+    )
 
 
-def train_method(ctx: RunContext, phase: Phase) -> dict[str, object]:
+def train_method(ctx: RunContext, phase: Phase) -> LoopResult:
     """Train `ctx.model` on `ctx.data` for `phase` with the step rule of `ctx.cfg.method`."""
     from l2rw.methods import METHODS
 

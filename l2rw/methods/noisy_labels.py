@@ -313,4 +313,4 @@ def _pretrained_confusion(ctx: RunContext, key: str) -> Tensor:
         phase,
         lambda: train_loop(replace(pre_ctx, model=fresh_model(pre_ctx, 1)), UniformRule(), phase),
     )
-    return torch.tensor(done.out["metrics"][key])
+    return torch.tensor(done.out.metrics[key])

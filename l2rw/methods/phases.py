@@ -20,6 +20,7 @@ from l2rw.data.splits import Split
 from l2rw.methods.context import RunContext
 from l2rw.methods.loop import Phase, train_loop
 from l2rw.methods.phase_store import PhaseStore
+from l2rw.methods.results import LoopResult
 from l2rw.methods.reweighting import UniformRule
 from l2rw.models import build_model
 from l2rw.seeding import MODEL_INIT, derive_seed
@@ -32,26 +33,26 @@ class PhaseResult:
     """A finished phase: the loop's output, its length, and its files (snapshots, rule state)."""
 
     name: str
-    out: dict[str, Any]
+    out: LoopResult
     steps: int
     store: PhaseStore
 
     @property
     def best_step(self) -> int:
-        return int(self.out["metrics"]["best_step"])
+        return int(self.out.metrics["best_step"])
 
 
-def run_phase(phase: Phase, train: Callable[[], dict[str, Any]]) -> PhaseResult:
+def run_phase(phase: Phase, train: Callable[[], LoopResult]) -> PhaseResult:
     """Run `train` for `phase` (or load the phase, when it finished before) and record that it
     finished."""
     store = phase.store
     done = store.load_result()
     if done is not None:
         log.info("Phase %s finished before: reusing it from %s.", phase.name, phase.folder)
-        return PhaseResult(phase.name, done["out"], done["steps"], store)
+        return PhaseResult(phase.name, LoopResult.from_dict(done["out"]), done["steps"], store)
     out = train()
-    steps = int(out["metrics"]["steps"])
-    store.save_result({"out": out, "steps": steps})
+    steps = int(out.metrics["steps"])
+    store.save_result({"out": out.to_dict(), "steps": steps})
     return PhaseResult(phase.name, out, steps, store)
 
 
@@ -116,7 +117,7 @@ def finetune_phase(
     )
 
 
-def finetune(ctx: RunContext, model: nn.Module, clean: Split, phase: Phase) -> dict[str, Any]:
+def finetune(ctx: RunContext, model: nn.Module, clean: Split, phase: Phase) -> LoopResult:
     """Train `model` further on `clean` alone with uniform weights (evaluated as usual)."""
     ft_ctx = replace(ctx, data=replace(ctx.data, train=clean), model=model.train())
     return train_loop(ft_ctx, UniformRule(), phase)

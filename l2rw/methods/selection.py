@@ -50,6 +50,7 @@ from l2rw.methods.phases import (
     run_phase,
     snapshot_model,
 )
+from l2rw.methods.results import JobResult
 from l2rw.methods.reweighting import UniformRule
 from l2rw.methods.selection_outputs import weight_diagnostics, write_selection_artifacts
 from l2rw.selection.selectors import SELECTORS, Candidates, Selection
@@ -61,7 +62,7 @@ log = logging.getLogger(__name__)
 ROUND_FACTS = ("snapshot_steps", "theorem_checks")
 
 
-def selection_pipeline(ctx: RunContext) -> dict[str, Any]:
+def selection_pipeline(ctx: RunContext) -> JobResult:
     cfg, sel = ctx.cfg, ctx.cfg.selector
     label_free = sel.label_free if sel.label_free is not None else cfg.noise.name != "none"
     data = ctx.data
@@ -83,19 +84,19 @@ def selection_pipeline(ctx: RunContext) -> dict[str, Any]:
         offset += prev.steps
         rounds.append(_summary(prev, r, chosen, noisy, len(data.clean)))
         rounds[-1].update({k: picked[k] for k in ROUND_FACTS if k in picked})
-        if prev.out["status"] != "completed":
+        if prev.out.status != "completed":
             break
 
     write_selection_artifacts(ctx, selection, candidate_classes, prev, data)
-    metrics = reported_metrics(prev.out["metrics"], early=True)
+    metrics = reported_metrics(prev.out.metrics, early=True)
     metrics.update(weight_diagnostics(ctx, prev, data))
     metrics.update(checks)  # the last round's (selector.theorem_checks; each round's in rounds)
-    return {
-        "status": prev.out["status"],
-        "metrics": metrics,
-        "weights_hist": prev.out["weights_hist"],
-        "data": data_facts(data, ctx.data.facts["noise"]),
-        "selection": {
+    return JobResult(
+        status=prev.out.status,
+        metrics=metrics,
+        weights_hist=prev.out.weights_hist,
+        data=data_facts(data, ctx.data.facts["noise"]),
+        selection={
             "selector": sel.name,
             "label_free": label_free,
             "meta_indices": data.clean.index.tolist(),
@@ -104,7 +105,7 @@ def selection_pipeline(ctx: RunContext) -> dict[str, Any]:
             "rounds": rounds,
             "warmup_folder": str(warm.store.folder),
         },
-    }
+    )
 
 
 def _warmup(ctx: RunContext) -> tuple[PhaseResult, int]:
@@ -324,7 +325,7 @@ def _summary(
 ) -> dict[str, Any]:
     """One phase in the record's `selection.rounds`; `meta_samples`: the meta set's size it
     trained with (the warm-up's random ones and every round's picks so far)."""
-    m = result.out["metrics"]
+    m = result.out.metrics
     return {
         "round": r,
         "phase": result.name,

@@ -11,7 +11,6 @@ and an optional fine-tuning stage on the clean pool (`finetune=clean`, the L2RW 
 """
 
 from dataclasses import dataclass, replace
-from typing import Any
 
 from omegaconf import DictConfig
 
@@ -26,6 +25,7 @@ from l2rw.methods.phases import (
     reported_metrics,
     run_phase,
 )
+from l2rw.methods.results import JobResult, LoopResult
 from l2rw.registry import Registry
 
 # stop: which model of the training stage the run reports; finetune: what follows training.
@@ -73,7 +73,7 @@ FINETUNES.option("clean", FinetuneConf)
 TRAINING_ONLY = ("best_val_acc", "best_step", "val_confusion", "val_confusion_es", "test_acc_es")
 
 
-def method_pipeline(ctx: RunContext) -> dict[str, Any]:
+def method_pipeline(ctx: RunContext) -> JobResult:
     cfg = ctx.cfg
     rule = METHODS.get(cfg.method.name)(ctx)
     train_ctx = ctx
@@ -87,28 +87,29 @@ def method_pipeline(ctx: RunContext) -> dict[str, Any]:
         return _reported(train_loop(train_ctx, rule, phase), cfg.stop.name)
     trained = run_phase(phase, lambda: train_loop(train_ctx, rule, phase))
     out = _reported(trained.out, cfg.stop.name)
-    if out["status"] != "completed":
+    if out.status != "completed":
         return out
     start = "best" if cfg.stop.name == "early" else "final"
     model = load_snapshot_into(ctx.model, phase.store, start)
     ft_phase = _finetune_phase(ctx, phase, trained.steps)
     tuned = run_phase(ft_phase, lambda: finetune(ctx, model, ctx.data.clean, ft_phase)).out
-    metrics = dict(out["metrics"])
+    metrics = dict(out.metrics)
     metrics.update(
-        {k: v for k, v in tuned["metrics"].items() if k not in TRAINING_ONLY},
-        test_acc_before_ft=out["metrics"]["test_acc"],
-        confusion_before_ft=out["metrics"]["confusion"],
+        {k: v for k, v in tuned.metrics.items() if k not in TRAINING_ONLY},
+        test_acc_before_ft=out.metrics["test_acc"],
+        confusion_before_ft=out.metrics["confusion"],
         finetune_from=start,
         finetune_lr=ft_phase.lr,
-        finetune_steps=tuned["metrics"]["steps"],
-        steps=out["metrics"]["steps"],
+        finetune_steps=tuned.metrics["steps"],
+        steps=out.metrics["steps"],
     )
-    return {**out, "status": tuned["status"], "metrics": metrics}
+    return replace(out, status=tuned.status, metrics=metrics)
 
 
-def _reported(out: dict[str, Any], stop: str) -> dict[str, Any]:
-    """The loop's output with `test_acc` the accuracy of the model `stop` reports."""
-    return {**out, "metrics": reported_metrics(out["metrics"], early=stop == "early")}
+def _reported(out: LoopResult, stop: str) -> JobResult:
+    """The training stage's result with `test_acc` the accuracy of the model `stop` reports."""
+    metrics = reported_metrics(out.metrics, early=stop == "early")
+    return JobResult(status=out.status, metrics=metrics, weights_hist=out.weights_hist)
 
 
 def _finetune_phase(ctx: RunContext, trained: Phase, trained_steps: int) -> Phase:
