@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from launches import capture_info, phase_launches
 from nets import bn_net, lenet
+from test_selection_pipeline import toy
 
 import l2rw.methods.phase_store as phase_store
 from l2rw.methods.mwnet import WeightNet, mwnet_grad, mwnet_step
@@ -201,23 +202,7 @@ def test_runner_trains_and_resumes_mwnet_with_its_net_and_adam_state(
 
 
 def test_a_selector_chooses_the_meta_set_of_mwnet(tiny_cfg, tmp_path):
-    cfg = tiny_cfg(
-        "dataset=toy2d",
-        "model=mlp",
-        "protocol=rbc",
-        "method=mwnet",
-        "noise=uniform_flip",
-        "noise.rate=0.6",
-        "train.batch_size=32",
-        "train.length=6",
-        "train.eval_every=2",
-        "train.checkpoint_every=2",
-        "train.lr=0.1",
-        "selector=rbc",
-        "selector.snapshot_every=1",
-        "device=cpu",
-        f"paths.output_root={tmp_path / 'outputs'}",
-    )
+    cfg = toy(tiny_cfg, tmp_path, "method=mwnet", "selector=rbc")
     record = run(cfg, tmp_path / "job")
     assert record["status"] == "completed", record["error"]
     sel = record["selection"]
