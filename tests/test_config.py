@@ -76,9 +76,12 @@ def test_groups_have_the_documented_options():
     "group,option", [(g, o) for g in REGISTRIES for o in _options(g)], ids=lambda v: str(v)
 )
 def test_every_option_composes_and_names_a_registered_option(group, option):
+    """A file may be a variant of a registered option (`defaults: [l2rw, _self_]` with other
+    values): its `name` is the option it runs; a registered option's name is its own."""
     cfg = compose_cfg([f"{group}={option}"])
-    assert cfg[group].name == option
-    assert option in REGISTRIES[group]
+    assert cfg[group].name in REGISTRIES[group]
+    if option in REGISTRIES[group]:
+        assert cfg[group].name == option
 
 
 @pytest.mark.parametrize("group", [g for g, r in REGISTRIES.items() if r.group is not None])
