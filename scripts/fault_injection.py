@@ -10,7 +10,8 @@ The sweep is `python -m l2rw.train --multirun seed=0..cells-1` (with `--protocol
 times three selectors) with the joblib launcher, the `--set` overrides and a small protocol
 below; the uninterrupted reference runs first into ROOT/clean, the faulted one into
 ROOT/faulty. Each kill comes a random 0..--max-delay seconds after a job of the launch writes
-a checkpoint, so kills land at random training steps, evaluations and checkpoint writes.
+a checkpoint, so kills land at random training steps, evaluations and checkpoint writes; when
+that moment finds no phase of the launch training any more, it waits for the next checkpoint.
 Prints one JSON summary (with `checkpoint_resumes`, the phases the relaunches resumed from a
 checkpoint, read from the jobs' train.log) and exits 1 if any cell was lost, rewritten after
 completion, or differs from the reference, or if a resumed phase trained from another step than
@@ -134,6 +135,18 @@ def training_started(root: Path, proc: subprocess.Popen, since: float) -> bool:
     return False
 
 
+def in_training(root: Path, since: float) -> bool:
+    """Whether a phase of this launch is training: its checkpoint, written since the launch,
+    is still there (a finished phase removes it)."""
+    for path in root.glob("**/checkpoint-*.pt"):
+        try:
+            if path.stat().st_mtime > since:
+                return True
+        except FileNotFoundError:
+            continue
+    return False
+
+
 # What l2rw.methods.loop logs when a phase resumes (a phase's end: LAUNCH_PATTERN).
 RESUMED = re.compile(r"Resumed phase (\S+) from its checkpoint at step (\d+) ")
 
@@ -166,7 +179,11 @@ def run_faulted(root: Path, args: argparse.Namespace) -> dict:
         proc = launch(cmd, log)
         if kills < args.kills and training_started(root, proc, since):
             time.sleep(rng.uniform(0, args.max_delay))
-            if proc.poll() is None:
+            # Tiny jobs may have finished meanwhile: then the kill waits for the next checkpoint
+            # of this launch, so that it still lands in training.
+            if (proc.poll() is None and in_training(root, since)) or training_started(
+                root, proc, time.time()
+            ):
                 os.killpg(proc.pid, signal.SIGKILL)
                 kills += 1
         proc.wait()
