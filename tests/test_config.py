@@ -1,5 +1,7 @@
 """Every config option composes; typos and bad values fail early with the key named."""
 
+import dataclasses
+import inspect
 from pathlib import Path
 
 import pytest
@@ -99,6 +101,34 @@ def test_each_registered_option_is_its_schema_and_has_no_file(group):
         assert OmegaConf.to_container(node) == OmegaConf.to_container(expected)
 
 
+def test_each_noise_schema_holds_exactly_its_process_options():
+    """A noise option's knobs are its function's keyword arguments: the schema cannot offer a knob
+    the process ignores, nor the process take one the config cannot set."""
+    for name in NOISES.names():
+        fields = {f.name for f in dataclasses.fields(NOISES.schema(name))} - {"name", "rate"}
+        takes = set(inspect.signature(NOISES.get(name)).parameters) - {"num_classes", "rate", "rng"}
+        assert fields == takes, name
+
+
+def test_each_imbalance_schema_holds_exactly_its_function_options():
+    for name in IMBALANCES.names():
+        fields = {f.name for f in dataclasses.fields(IMBALANCES.schema(name))} - {"name"}
+        takes = set(inspect.signature(IMBALANCES.get(name)).parameters) - {
+            "labels",
+            "num_classes",
+            "rng",
+        }
+        assert fields == takes, name
+
+
+def test_each_model_schema_holds_exactly_its_builder_options():
+    for name in MODELS.names():
+        options = MODELS.schema(name)().options
+        fields = {f.name for f in dataclasses.fields(options)}
+        takes = set(inspect.signature(MODELS.get(name)).parameters) - {"num_classes"}
+        assert fields == takes, name
+
+
 def test_a_registry_with_a_group_takes_one_schema_per_option():
     registry = Registry("thing", group="thing_test")
     registry.register("a", schema=MethodConf)(lambda: None)
@@ -139,6 +169,7 @@ def test_misspelled_key_fails_naming_it():
         (["method=baseline", "method.engine=reference"], "engine"),
         (["method=l2rw", "method.weighting=batch"], "weighting"),
         (["selector=none", "selector.budget=20"], "budget"),
+        (["noise=uniform_flip", "noise.mapping=next"], "mapping"),
     ],
 )
 def test_a_knob_of_another_option_fails_at_compose_time(overrides, key):
@@ -168,7 +199,7 @@ def test_wrong_type_fails_naming_the_key():
         (["method=l2rw", "dataset.clean_size=5", "method.engine=slow"], "method.engine='slow'"),
         (["method=random", "method.random_std=0"], "method.random_std=0"),
         (["method=meta_reweight", "dataset.clean_size=5", "method.meta_lr=-1"], "meta_lr"),
-        (["noise=uniform_flip", "noise.mapping=next"], "does not take noise.mapping"),
+        (["noise=adversarial", "noise.mapping=sideways"], "noise.mapping='sideways'"),
         (
             ["protocol=rbc", "method=meta_reweight", "selector=rbc", "selector.snapshot_every=0"],
             "selector.snapshot_every=0",

@@ -7,8 +7,8 @@ the rest of the config are the schema's `check(cfg)`, found from the node's type
 `check_options`.
 """
 
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
@@ -59,6 +59,51 @@ def needs_meta_set(cfg: DictConfig) -> None:
         "(e.g. dataset.clean_size=10 for the MNIST imbalance task) or dataset.clean_per_class, "
         "or choose one with selector=... (e.g. selector=rbc).",
     )
+
+
+@dataclass
+class ModelOptions:
+    """A model's builder options (none here): each model's options subclass it."""
+
+
+@dataclass
+class ModelConf:
+    """The base of every model option's schema: its `options` are the builder's keyword
+    arguments, a dataclass per model (`model.options.dropout=0.5`)."""
+
+    name: str = MISSING
+    # The input the model expects (C, H, W) or (D,); checked against the dataset's.
+    input_shape: list[int] = MISSING
+    options: Any = field(default_factory=ModelOptions)
+
+
+@dataclass
+class ImbalanceConf:
+    """Every example kept (`imbalance=none`); the base of every imbalance option's schema."""
+
+    name: str = MISSING
+
+    @staticmethod
+    def check(cfg: DictConfig) -> None:
+        pass
+
+
+@dataclass
+class NoiseConf:
+    """Clean labels (`noise=none`); the base of every noise option's schema."""
+
+    name: str = MISSING
+    # Fraction of the training labels the process corrupts.
+    rate: float = 0.0
+
+    @staticmethod
+    def check(cfg: DictConfig) -> None:
+        rate = cfg.noise.rate
+        require(
+            0.0 <= rate <= 1.0,
+            f"noise.rate={rate} is outside [0, 1]. A noise rate is the fraction of training "
+            "labels corrupted: pass e.g. noise.rate=0.4.",
+        )
 
 
 @dataclass
@@ -204,7 +249,7 @@ class SelectionConf(SelectorConf):
 
 # The option groups whose choice a schema checks, in the order the checks run: the stages'
 # before the selector's, whose pipeline they cannot join.
-CHECKED_GROUPS = ("method", "stop", "finetune", "selector")
+CHECKED_GROUPS = ("noise", "imbalance", "method", "stop", "finetune", "selector")
 
 
 def check_options(cfg: DictConfig) -> None:

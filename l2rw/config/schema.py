@@ -2,8 +2,8 @@
 
 Registered in Hydra's ConfigStore as ``train_schema`` and pulled in first by ``conf/train.yaml``,
 so a misspelled key or a wrongly typed value fails at compose time with its full key path. Each
-method, selector, stop and fine-tuning option's schema is registered beside its code
-(`l2rw.registry`); their shared bases are in `l2rw.config.options`.
+noise, imbalance, model, method, selector, stop and fine-tuning option's schema is registered
+beside its code (`l2rw.registry`); their shared bases are in `l2rw.config.options`.
 """
 
 from dataclasses import dataclass, field
@@ -12,7 +12,15 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from l2rw.config.options import MethodConf, NoFinetuneConf, SelectorConf, StopConf
+from l2rw.config.options import (
+    ImbalanceConf,
+    MethodConf,
+    ModelConf,
+    NoFinetuneConf,
+    NoiseConf,
+    SelectorConf,
+    StopConf,
+)
 
 
 @dataclass
@@ -49,34 +57,6 @@ class DatasetConf:
     # Limit the training pool (before imbalance / clean split) for cheap runs; null = all.
     train_subset: int | None = None
     test_subset: int | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class NoiseConf:
-    name: str = "none"
-    rate: float = 0.0
-    background_class: int | None = None
-    mapping: str | None = None
-    path: str | None = None
-    key: str | None = None
-    clean_key: str | None = None
-
-
-@dataclass
-class ImbalanceConf:
-    name: str = "none"
-    classes: list[int] | None = None
-    total: int | None = None
-    majority_fraction: float | None = None
-    factor: float | None = None
-    n_max: int | None = None
-
-
-@dataclass
-class ModelConf:
-    name: str = MISSING
-    input_shape: list[int] = MISSING
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -187,7 +167,10 @@ class TrainConf:
 
 def register_schemas() -> None:
     """Store the run's schema, and every option's: their modules store them when imported."""
+    import l2rw.data.imbalance  # noqa: F401  (imbalance options)
+    import l2rw.data.noise  # noqa: F401  (noise options)
     import l2rw.methods.stages  # noqa: F401  (methods, stop and fine-tuning options)
+    import l2rw.models  # noqa: F401  (model options)
     import l2rw.selection.selectors  # noqa: F401  (selector options)
 
     ConfigStore.instance().store(name="train_schema", node=TrainConf)

@@ -1,19 +1,21 @@
 """Class imbalance: each type is one registered function choosing which examples to keep.
 
-A function takes `(labels, num_classes, rng, **options)` and returns an `Imbalanced`; only `rng`
-supplies randomness.
+A function takes `(labels, num_classes, rng, **options)`, its options being the fields of the
+schema it is registered with, and returns an `Imbalanced`; only `rng` supplies randomness.
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from omegaconf import DictConfig
 
+from l2rw.config.options import ImbalanceConf, require
 from l2rw.errors import ConfigError
 from l2rw.registry import Registry
 
-IMBALANCES = Registry("imbalance")
+IMBALANCES = Registry("imbalance", group="imbalance")
 
 
 @dataclass
@@ -60,19 +62,46 @@ def _draw(labels: np.ndarray, cls: int, n: int, rng: np.random.Generator, what: 
     return rng.choice(pos, size=n, replace=False)
 
 
-@IMBALANCES.register("none")
+@IMBALANCES.register("none", schema=ImbalanceConf)
 def _none(labels: np.ndarray, num_classes: int, rng: np.random.Generator) -> Imbalanced:
     return Imbalanced(np.arange(len(labels)), None, num_classes)
 
 
-@IMBALANCES.register("binary")
+@dataclass
+class BinaryConf(ImbalanceConf):
+    """Two classes [minority, majority]; L2RW MNIST: 4 vs 9, 5,000 images, 9 the majority."""
+
+    classes: list[int] = field(default_factory=lambda: [4, 9])
+    total: int = 5000
+    majority_fraction: float = 0.995
+
+    @staticmethod
+    def check(cfg: DictConfig) -> None:
+        imb, k = cfg.imbalance, cfg.dataset.num_classes
+        classes = list(imb.classes)
+        require(
+            len(classes) == 2 and len(set(classes)) == 2 and all(0 <= c < k for c in classes),
+            f"imbalance.classes={classes} must name two different classes in [0, {k}).",
+        )
+        p, total = imb.majority_fraction, imb.total
+        require(total > 0, f"imbalance.total={total} must be positive.")
+        n_major = round(total * p)
+        require(
+            0 < n_major < total,
+            f"imbalance.majority_fraction={p} with imbalance.total={total} leaves a class empty "
+            f"({n_major} majority, {total - n_major} minority). Use a fraction in (0, 1) that "
+            f"keeps at least one image of each class.",
+        )
+
+
+@IMBALANCES.register("binary", schema=BinaryConf)
 def _binary(
     labels: np.ndarray,
     num_classes: int,
     rng: np.random.Generator,
-    classes: list[int],
-    total: int,
-    majority_fraction: float,
+    classes: list[int] = (4, 9),
+    total: int = 5000,
+    majority_fraction: float = 0.995,
 ) -> Imbalanced:
     """L2RW's MNIST task: `total` examples of two classes [minority, majority], a fraction
     `majority_fraction` of them from the majority; relabelled minority -> 0, majority -> 1."""
@@ -103,12 +132,31 @@ def _binary(
     return Imbalanced(np.sort(index), {classes[0]: 0, classes[1]: 1}, 2)
 
 
-@IMBALANCES.register("longtail")
+@dataclass
+class LongtailConf(ImbalanceConf):
+    """Cui et al. 2019: n_c = n_max * factor^(-c/(C-1)), factor = n_max / n_min."""
+
+    factor: float = 100.0
+    # The head class's count; null: the smallest class count of the pool.
+    n_max: int | None = None
+
+    @staticmethod
+    def check(cfg: DictConfig) -> None:
+        imb = cfg.imbalance
+        require(imb.factor >= 1, f"imbalance.factor={imb.factor} must be >= 1 (n_max / n_min).")
+        require(
+            imb.n_max is None or int(imb.n_max / imb.factor) >= 1,
+            f"imbalance.n_max={imb.n_max} with factor={imb.factor} leaves the tail class "
+            f"empty; raise n_max or lower factor.",
+        )
+
+
+@IMBALANCES.register("longtail", schema=LongtailConf)
 def _longtail(
     labels: np.ndarray,
     num_classes: int,
     rng: np.random.Generator,
-    factor: float,
+    factor: float = 100.0,
     n_max: int | None = None,
 ) -> Imbalanced:
     """Exponential long tail; `n_max` defaults to the smallest class count, so that every class

@@ -1,10 +1,12 @@
 """Label noise: each type is one registered function that draws the noise process once.
 
-A noise function takes `(num_classes, rate, rng, **options)`, draws whatever the process fixes for
-the whole run (BackgroundFlip's class, the adversarial permutation, the label file) and returns a
-`NoiseProcess`. Applying that process to several splits (training and hyper-validation) corrupts
-them with the same class / permutation / file, and only the examples picked differ. A process's
-`corrupt` may change the labels in place: `NoiseProcess.__call__` hands it a private int64 copy.
+A noise function takes `(num_classes, rate, rng, **options)`, its options being the fields of the
+schema it is registered with (`noise=adversarial noise.mapping=permutation`), draws whatever the
+process fixes for the whole run (BackgroundFlip's class, the adversarial permutation, the label
+file) and returns a `NoiseProcess`. Applying that process to several splits (training and
+hyper-validation) corrupts them with the same class / permutation / file, and only the examples
+picked differ. A process's `corrupt` may change the labels in place: `NoiseProcess.__call__` hands
+it a private int64 copy.
 """
 
 import csv
@@ -17,11 +19,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
 
+from l2rw.config.options import NoiseConf, choice
 from l2rw.errors import ConfigError, DataError
 from l2rw.registry import Registry
 
-NOISES = Registry("noise")
+NOISES = Registry("noise", group="noise")
 
 # corrupt(labels, rng, source_index) -> observed labels; source_index holds the positions of
 # `labels` in the full source training set (used by `real`).
@@ -95,12 +99,20 @@ def _need_two_classes(name: str, num_classes: int) -> None:
         raise ConfigError(f"noise '{name}' needs at least 2 classes, got {num_classes}.")
 
 
-@NOISES.register("none")
+@NOISES.register("none", schema=NoiseConf)
 def _none(num_classes: int, rate: float, rng: np.random.Generator):
     return (lambda labels, rng, source_index: labels), {}
 
 
-@NOISES.register("uniform_flip")
+@dataclass
+class UniformFlipConf(NoiseConf):
+    """Exactly round(rate N) training labels, chosen at random, each flipped to a uniformly
+    chosen *other* class (both papers' text)."""
+
+    rate: float = 0.4
+
+
+@NOISES.register("uniform_flip", schema=UniformFlipConf)
 def _uniform_flip(num_classes: int, rate: float, rng: np.random.Generator):
     """Both papers' text: exactly round(rate N) labels flip, each to one of the K-1 *other*
     classes, uniformly."""
@@ -115,7 +127,15 @@ def _uniform_flip(num_classes: int, rate: float, rng: np.random.Generator):
     return corrupt, {}
 
 
-@NOISES.register("uniform")
+@dataclass
+class UniformConf(NoiseConf):
+    """The transition matrix rate/K 11^T + (1-rate) I, drawn per example: a flip may keep the
+    true label, so the realized rate is about rate (K-1)/K (the RBC authors' code, MW-Net)."""
+
+    rate: float = 0.4
+
+
+@NOISES.register("uniform", schema=UniformConf)
 def _uniform(num_classes: int, rate: float, rng: np.random.Generator):
     """The transition matrix C = rate/K 11^T + (1-rate) I (RBC authors' code, MW-Net): the true
     label may be redrawn, so the expected realized rate is rate (K-1)/K and the count is random."""
@@ -128,7 +148,16 @@ def _uniform(num_classes: int, rate: float, rng: np.random.Generator):
     return corrupt, {}
 
 
-@NOISES.register("background")
+@dataclass
+class BackgroundConf(NoiseConf):
+    """A fraction rate of labels set to one background class (L2RW's BackgroundFlip)."""
+
+    rate: float = 0.4
+    # The background class; null: drawn from the seed.
+    background_class: int | None = None
+
+
+@NOISES.register("background", schema=BackgroundConf)
 def _background(
     num_classes: int,
     rate: float,
@@ -149,7 +178,26 @@ def _background(
     return corrupt, {"background_class": b}
 
 
-@NOISES.register("adversarial")
+# The class maps of adversarial noise (`_adversarial`).
+ADVERSARIAL_MAPPINGS = ("next", "derangement", "permutation")
+
+
+@dataclass
+class AdversarialConf(NoiseConf):
+    """A fraction rate of samples mapped class c -> m(c), m given by `mapping`: "next" (c + 1
+    mod K), "derangement" (a random permutation without fixed points) or "permutation" (the RBC
+    authors' --biased_flip: a random permutation, fixed points allowed)."""
+
+    rate: float = 0.4
+    mapping: str = "next"
+
+    @staticmethod
+    def check(cfg: DictConfig) -> None:
+        NoiseConf.check(cfg)
+        choice(cfg, "noise.mapping", ADVERSARIAL_MAPPINGS)
+
+
+@NOISES.register("adversarial", schema=AdversarialConf)
 def _adversarial(
     num_classes: int,
     rate: float,
@@ -254,7 +302,19 @@ def _label_set(
     return labels.astype(np.int64)
 
 
-@NOISES.register("real")
+@dataclass
+class RealConf(NoiseConf):
+    """Labels read from a file indexing the full training split (.npy, .csv, or a CIFAR-N .pt
+    dict); `rate` is not read."""
+
+    path: str | None = None
+    # The file's label set to use (a .pt dict's key, a .csv column).
+    key: str | None = None
+    # The file's own clean labels (e.g. CIFAR-N's clean_label), checked against the dataset's.
+    clean_key: str | None = None
+
+
+@NOISES.register("real", schema=RealConf)
 def _real(
     num_classes: int,
     rate: float,

@@ -1,5 +1,7 @@
 """Model registry: every model maps (num_classes, options) to an nn.Module with `features`,
-`classifier` and `input_shape`, so the meta-gradient engines can treat them alike."""
+`classifier` and `input_shape`, so the meta-gradient engines can treat them alike. Each is
+registered with its schema (`l2rw.config.options.ModelConf`: the input it expects and its
+`options`, the builder's keyword arguments)."""
 
 import inspect
 from typing import Any
@@ -9,7 +11,7 @@ from torch import nn
 from l2rw.errors import ConfigError
 from l2rw.registry import Registry
 
-MODELS = Registry("model")
+MODELS = Registry("model", group="model")
 
 # Imported after MODELS exists so that each module can register itself.
 from l2rw.models import (  # noqa: E402, F401

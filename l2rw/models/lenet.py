@@ -1,11 +1,13 @@
 """The LeNet of the L2RW authors' MNIST experiment (`mnist/reweight.py`)."""
 
 import math
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from l2rw.config.options import ModelConf, ModelOptions
 from l2rw.errors import ConfigError
 from l2rw.models import MODELS
 
@@ -50,7 +52,19 @@ class LeNet(nn.Module):
         return self.classifier(self.features(x))
 
 
-@MODELS.register("lenet")
+@dataclass
+class LeNetOptions(ModelOptions):
+    # "tf": the authors' initialisation; "torch": PyTorch's defaults.
+    init: str = "tf"
+
+
+@dataclass
+class LeNetConf(ModelConf):
+    input_shape: list[int] = field(default_factory=lambda: [1, 28, 28])
+    options: LeNetOptions = field(default_factory=LeNetOptions)
+
+
+@MODELS.register("lenet", schema=LeNetConf)
 def lenet(num_classes: int, init: str = "tf") -> LeNet:
     """L2RW MNIST LeNet; `init='tf'` is the authors' init, `'torch'` keeps PyTorch defaults."""
     return LeNet(num_classes, init)

@@ -1,9 +1,12 @@
 """The classic LeNet-5 of the RBC / GBC authors' MNIST experiments (`src/models/LeNet5.py`)."""
 
+from dataclasses import dataclass, field
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from l2rw.config.options import ModelConf
 from l2rw.models import MODELS
 
 
@@ -31,7 +34,12 @@ class LeNet5(nn.Module):
         return self.classifier(self.features(x))
 
 
-@MODELS.register("lenet5")
+@dataclass
+class LeNet5Conf(ModelConf):
+    input_shape: list[int] = field(default_factory=lambda: [1, 28, 28])
+
+
+@MODELS.register("lenet5", schema=LeNet5Conf)
 def lenet5(num_classes: int) -> LeNet5:
     """RBC / GBC MNIST LeNet-5."""
     return LeNet5(num_classes)

@@ -1,8 +1,11 @@
 """A two-hidden-layer MLP for the 2-D toy dataset."""
 
+from dataclasses import dataclass, field
+
 import torch
 from torch import nn
 
+from l2rw.config.options import ModelConf, ModelOptions
 from l2rw.models import MODELS
 
 
@@ -28,7 +31,20 @@ class MLP(nn.Module):
         return self.classifier(self.features(x))
 
 
-@MODELS.register("mlp")
+@dataclass
+class MLPOptions(ModelOptions):
+    # Width of both hidden layers.
+    hidden: int = 32
+    in_features: int = 2
+
+
+@dataclass
+class MLPConf(ModelConf):
+    input_shape: list[int] = field(default_factory=lambda: [2])
+    options: MLPOptions = field(default_factory=MLPOptions)
+
+
+@MODELS.register("mlp", schema=MLPConf)
 def mlp(num_classes: int, hidden: int = 32, in_features: int = 2) -> MLP:
     """Toy MLP; `hidden` is the width of both hidden layers."""
     return MLP(num_classes, hidden, in_features)

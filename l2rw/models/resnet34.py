@@ -1,9 +1,12 @@
 """The RBC/GBC authors' CIFAR ResNet-34 (`src/models/resnet3.py`)."""
 
+from dataclasses import dataclass, field
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from l2rw.config.options import ModelConf
 from l2rw.models import MODELS
 
 
@@ -59,7 +62,12 @@ class ResNet34(nn.Module):
         return self.classifier(self.features(x))
 
 
-@MODELS.register("resnet34")
+@dataclass
+class ResNet34Conf(ModelConf):
+    input_shape: list[int] = field(default_factory=lambda: [3, 32, 32])
+
+
+@MODELS.register("resnet34", schema=ResNet34Conf)
 def resnet34(num_classes: int) -> ResNet34:
     """RBC CIFAR ResNet-34 (also used for 32x32 ImageNet-10)."""
     return ResNet34(num_classes)

@@ -12,12 +12,14 @@ Nothing is ever downloaded: `weights_path` names a file already on disk, e.g. to
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
 
+from l2rw.config.options import ModelConf, ModelOptions
 from l2rw.errors import ConfigError
 from l2rw.models import MODELS
 
@@ -113,7 +115,24 @@ def load_backbone(model: ResNet34ImageNet, weights_path: str | os.PathLike) -> l
     return sorted(backbone)
 
 
-@MODELS.register("resnet34_imagenet")
+# The expected input follows dataset.options.image_size (224 when the dataset has none).
+_SIDE = "${oc.select:dataset.options.image_size,224}"
+
+
+@dataclass
+class ResNet34ImageNetOptions(ModelOptions):
+    # A local torchvision ImageNet state dict (resnet34-b627a593.pth or resnet34-333f7ec4.pth)
+    # loaded into everything but fc; null: random init. Never downloaded.
+    weights_path: str | None = None
+
+
+@dataclass
+class ResNet34ImageNetConf(ModelConf):
+    input_shape: list[int] = field(default_factory=lambda: [3, _SIDE, _SIDE])
+    options: ResNet34ImageNetOptions = field(default_factory=ResNet34ImageNetOptions)
+
+
+@MODELS.register("resnet34_imagenet", schema=ResNet34ImageNetConf)
 def resnet34_imagenet(
     num_classes: int, weights_path: str | os.PathLike | None = None
 ) -> ResNet34ImageNet:

@@ -3,12 +3,14 @@ WRN-28-10, both with parameter-free option-A shortcuts."""
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from l2rw.config.options import ModelConf, ModelOptions
 from l2rw.models import MODELS
 
 
@@ -113,7 +115,33 @@ class PreActResNet(nn.Module):
         return self.classifier(self.features(x))
 
 
-@MODELS.register("resnet32")
+@dataclass
+class BatchNormOptions(ModelOptions):
+    # The authors' TF BatchNorm is bn_momentum=0.001, bn_eps=1e-3, bn_scale=False.
+    bn_momentum: float = 0.1
+    bn_eps: float = 1e-5
+    bn_scale: bool = True
+
+
+@dataclass
+class ResNet32Conf(ModelConf):
+    input_shape: list[int] = field(default_factory=lambda: [3, 32, 32])
+    options: BatchNormOptions = field(default_factory=BatchNormOptions)
+
+
+@dataclass
+class WRNOptions(BatchNormOptions):
+    # Dropout after the first BN-ReLU of each unit (the authors' placement).
+    dropout: float = 0.3
+
+
+@dataclass
+class WRN28_10Conf(ModelConf):
+    input_shape: list[int] = field(default_factory=lambda: [3, 32, 32])
+    options: WRNOptions = field(default_factory=WRNOptions)
+
+
+@MODELS.register("resnet32", schema=ResNet32Conf)
 def resnet32(
     num_classes: int, bn_momentum: float = 0.1, bn_eps: float = 1e-5, bn_scale: bool = True
 ) -> PreActResNet:
@@ -123,7 +151,7 @@ def resnet32(
     )
 
 
-@MODELS.register("wrn28_10")
+@MODELS.register("wrn28_10", schema=WRN28_10Conf)
 def wrn28_10(
     num_classes: int,
     dropout: float = 0.3,
