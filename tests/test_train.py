@@ -11,6 +11,8 @@ from launches import capture_info, phase_launches
 
 import l2rw.methods.phase_store as phase_store
 import l2rw.tracking.record as record_module
+from l2rw.config.validate import validate
+from l2rw.errors import ConfigError
 from l2rw.train import run
 
 FIG2_METHODS = ["baseline", "proportion", "resample", "hard_mining", "random", "l2rw"]
@@ -64,6 +66,21 @@ def test_toy2d_with_mlp_runs(tiny_cfg, tmp_path):
         "dataset=toy2d", "model=mlp", "noise=uniform_flip", "noise.rate=0.6", "method=l2rw"
     )
     assert run(cfg, tmp_path)["status"] == "completed"
+
+
+def test_l2rw_looks_ahead_through_the_runs_optimizer_on_request(tiny_cfg, tmp_path):
+    """method.lookahead=optimizer steps the look-ahead with the run's momentum, so from the
+    second step on (a momentum buffer exists) the weights, hence the run, differ from the
+    paper's plain-SGD look-ahead."""
+    common = ("noise=uniform_flip", "method=l2rw", "dataset.clean_size=20", "train.momentum=0.9")
+    records = {
+        how: run(tiny_cfg(*common, f"method.lookahead={how}"), tmp_path / how)
+        for how in ("sgd", "optimizer")
+    }
+    assert all(r["status"] == "completed" for r in records.values())
+    assert records["sgd"]["metrics"] != records["optimizer"]["metrics"]
+    with pytest.raises(ConfigError, match="method.lookahead='adam'"):
+        validate(tiny_cfg(*common, "method.lookahead=adam"))
 
 
 class Interrupted(Exception):

@@ -8,6 +8,13 @@ forward-mode JVP of the per-example training losses in the direction grad L_val(
 look-ahead model and takes a second-order backward, exactly as Algorithm 1 is written; tests
 compare the two.
 
+With `optimizer=` the look-ahead is instead one step of the run's own optimizer from its current
+state, theta_hat = theta + U(G(eps)) (`l2rw.meta.optimizer_steps`): at eps = 0 the gradient G is 0,
+but theta_hat is not theta (momentum, Adam's moments and decoupled weight decay move it), and the
+step's Jacobian D = dU/dG, taken at G = 0, is elementwise. Then
+d L_val(theta_hat) / d eps_i = < D * grad L_val(theta_hat), grad l_i(theta) >: the meta gradient
+is taken at the look-ahead and scaled element by element before the same one JVP at theta.
+
 Meta passes run the model in train mode (batch statistics, as the authors did) without updating
 its BatchNorm running statistics (`l2rw.meta.passes`): only the real step updates them. In the
 dual forward BatchNorm's tangent takes three kernels (`l2rw.meta.batchnorm_tangents`).
@@ -22,6 +29,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from l2rw.meta.batchnorm_tangents import fused_batchnorm_tangents
+from l2rw.meta.optimizer_steps import jvp_direction, lookahead, optimizer_steps
 from l2rw.meta.passes import batch_statistics, train_mode
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -70,6 +78,35 @@ def validation_gradient(
     return g_val
 
 
+def lookahead_direction(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x_val: Tensor,
+    y_val: Tensor,
+    loss_fn: LossFn = cross_entropy_per_example,
+    val_weight_decay: float = 0.0,
+) -> dict[str, Tensor]:
+    """-D * grad L_val(theta_hat) per trainable parameter, theta_hat one step of `optimizer` at
+    G = 0 (zero for a parameter it does not step): the JVP direction whose per-example values
+    are -d L_val(theta_hat) / d eps_i."""
+    steps = optimizer_steps(model, optimizer)
+    params = {name: p.detach() for name, p in _trainable(model).items()}
+    zeros = {name: torch.zeros_like(p) for name, p in params.items()}
+    moved = {
+        name: p.requires_grad_()
+        for name, p in {**params, **lookahead(steps, params, zeros)}.items()
+    }
+    with batch_statistics(model) as buffers:
+        out = functional_call(model, (moved, buffers), (x_val,))
+        grads = torch.autograd.grad(loss_fn(out, y_val).mean(), list(moved.values()))
+    g_val = dict(zip(moved, grads, strict=True))
+    if val_weight_decay:
+        decay = _kernel_decay(moved, val_weight_decay)
+        g_val = {name: g + decay[name] for name, g in g_val.items()}
+    with torch.no_grad():
+        return {**zeros, **jvp_direction(steps, params, zeros, g_val)}
+
+
 def _dual_losses(
     model: nn.Module,
     x: Tensor,
@@ -86,8 +123,16 @@ def _dual_losses(
     return unpacked.primal, unpacked.tangent
 
 
-def _fast_scores(model, x, y, x_val, y_val, loss_fn, val_weight_decay) -> Tensor:
-    g_val = validation_gradient(model, x_val, y_val, loss_fn, val_weight_decay)
+def _direction(model, optimizer, x_val, y_val, loss_fn, val_weight_decay) -> dict[str, Tensor]:
+    """The JVP direction: grad L_val(theta) for the paper's SGD look-ahead (optimizer None;
+    its positive factor lr cancels in Eq. 9), else `lookahead_direction`."""
+    if optimizer is None:
+        return validation_gradient(model, x_val, y_val, loss_fn, val_weight_decay)
+    return lookahead_direction(model, optimizer, x_val, y_val, loss_fn, val_weight_decay)
+
+
+def _fast_scores(model, optimizer, x, y, x_val, y_val, loss_fn, val_weight_decay) -> Tensor:
+    g_val = _direction(model, optimizer, x_val, y_val, loss_fn, val_weight_decay)
     with (
         torch.no_grad(),
         fwAD.dual_level(),
@@ -98,25 +143,32 @@ def _fast_scores(model, x, y, x_val, y_val, loss_fn, val_weight_decay) -> Tensor
     return scores
 
 
-def _reference_scores(model, x, y, x_val, y_val, loss_fn, val_weight_decay) -> Tensor:
-    """-d L_val(theta_hat(eps)) / d eps at eps = 0 through an explicit SGD look-ahead (Alg. 1)."""
+def _reference_scores(model, optimizer, x, y, x_val, y_val, loss_fn, val_weight_decay) -> Tensor:
+    """-d L_val(theta_hat(eps)) / d eps at eps = 0 through an explicit look-ahead: a step of
+    plain SGD (Alg. 1) or a functional copy of `optimizer`'s step."""
     params = _trainable(model)
     eps = torch.zeros(x.shape[0], device=x.device, dtype=x.dtype, requires_grad=True)
     with batch_statistics(model) as buffers:
         out = functional_call(model, (params, buffers), (x,))
         weighted = (eps * loss_fn(out, y)).sum()
         grads = torch.autograd.grad(weighted, list(params.values()), create_graph=True)
-        lookahead = {name: p - g for (name, p), g in zip(params.items(), grads, strict=True)}
-        out_val = functional_call(model, (lookahead, buffers), (x_val,))
+        if optimizer is None:
+            moved = {name: p - g for (name, p), g in zip(params.items(), grads, strict=True)}
+        else:
+            steps = optimizer_steps(model, optimizer)
+            moved = {**params, **lookahead(steps, params, dict(zip(params, grads, strict=True)))}
+        out_val = functional_call(model, (moved, buffers), (x_val,))
         val_loss = loss_fn(out_val, y_val).mean()
         if val_weight_decay:
-            kernels = [p for p in lookahead.values() if p.ndim > 1]
+            kernels = [p for p in moved.values() if p.ndim > 1]
             val_loss = val_loss + 0.5 * val_weight_decay * sum((p * p).sum() for p in kernels)
         (grad_eps,) = torch.autograd.grad(val_loss, eps)
     return -grad_eps
 
 
 ENGINES = {"fast": _fast_scores, "reference": _reference_scores}
+# Where the look-ahead goes: the paper's plain-SGD step, or one step of the run's optimizer.
+LOOKAHEADS = ("sgd", "optimizer")
 
 
 def l2rw_weights(
@@ -129,16 +181,19 @@ def l2rw_weights(
     *,
     engine: str = "fast",
     val_weight_decay: float = 0.0,
+    optimizer: torch.optim.Optimizer | None = None,
 ) -> Tensor:
     """Per-example L2RW weights (Eq. 7-9) for the model's current parameters.
 
-    `loss_fn(outputs, targets)` must return one loss per example. The model is left untouched:
-    parameters, `.grad`, BatchNorm running statistics and its train/eval mode.
+    `loss_fn(outputs, targets)` must return one loss per example. With `optimizer`, the
+    look-ahead is one step of it from its current state (see the module docstring); without,
+    the paper's plain-SGD step. Model and optimizer are left untouched: parameters, `.grad`,
+    BatchNorm running statistics, train/eval mode and optimizer state.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {sorted(ENGINES)}, got {engine!r}")
     with train_mode(model):
-        scores = ENGINES[engine](model, x, y, x_val, y_val, loss_fn, val_weight_decay)
+        scores = ENGINES[engine](model, optimizer, x, y, x_val, y_val, loss_fn, val_weight_decay)
     return normalize_weights(scores.detach())
 
 
@@ -158,23 +213,37 @@ def l2rw_step(
     *,
     engine: str = "fast",
     val_weight_decay: float = 0.0,
+    lookahead: str = "sgd",
 ) -> tuple[Tensor, Tensor]:
     """One L2RW training step: weights, weighted loss sum_i w_i l_i, optimizer step.
 
-    Returns (weights, per-example losses). With the fast engine and no active dropout, the dual
-    forward that yields the weights is also the forward of the real update. With dropout, the meta
-    pass draws its own masks (as the authors' code does), so the real update runs its own forward.
+    `lookahead`: "sgd", the paper's plain-SGD look-ahead, or "optimizer", one step of
+    `optimizer` from its current state. Returns (weights, per-example losses). With the fast
+    engine and no active dropout, the dual forward that yields the weights is also the forward
+    of the real update. With dropout, the meta pass draws its own masks (as the authors' code
+    does), so the real update runs its own forward.
     """
+    if lookahead not in LOOKAHEADS:
+        raise ValueError(f"lookahead must be one of {list(LOOKAHEADS)}, got {lookahead!r}")
+    stepped = optimizer if lookahead == "optimizer" else None
     model.train()
     optimizer.zero_grad(set_to_none=True)
     if engine == "fast" and not _has_active_dropout(model):
-        g_val = validation_gradient(model, x_val, y_val, loss_fn, val_weight_decay)
+        g_val = _direction(model, stepped, x_val, y_val, loss_fn, val_weight_decay)
         with fwAD.dual_level(), fused_batchnorm_tangents(model):
             losses, scores = _dual_losses(model, x, y, g_val, loss_fn, buffers=None)
         weights = normalize_weights(scores.detach())
     else:
         weights = l2rw_weights(
-            model, x, y, x_val, y_val, loss_fn, engine=engine, val_weight_decay=val_weight_decay
+            model,
+            x,
+            y,
+            x_val,
+            y_val,
+            loss_fn,
+            engine=engine,
+            val_weight_decay=val_weight_decay,
+            optimizer=stepped,
         )
         losses = loss_fn(model(x), y)
     (weights * losses).sum().backward()

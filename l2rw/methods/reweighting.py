@@ -19,6 +19,7 @@ from l2rw.config.options import MethodConf, choice, needs_meta_set, require
 from l2rw.data.batches import META_STREAMS
 from l2rw.meta import l2rw_step, meta_reweight_step, normalize_weights
 from l2rw.meta.l2rw import ENGINES as L2RW_ENGINES
+from l2rw.meta.l2rw import LOOKAHEADS
 from l2rw.meta.meta_reweight import ENGINES as META_REWEIGHT_ENGINES
 from l2rw.methods import METHODS
 from l2rw.methods.context import RunContext
@@ -192,11 +193,15 @@ class L2RWConf(MethodConf):
     engine: str = "fast"
     # Add weight_decay * theta to the validation gradient (the authors' CIFAR code).
     val_weight_decay: bool = False
+    # The look-ahead: "sgd", the paper's plain-SGD step at the current point, or "optimizer",
+    # one step of the run's own optimizer from its state (momentum moves it even at eps = 0).
+    lookahead: str = "sgd"
 
     @staticmethod
     def check(cfg: DictConfig) -> None:
         MethodConf.check(cfg)
         choice(cfg, "method.engine", tuple(L2RW_ENGINES))
+        choice(cfg, "method.lookahead", LOOKAHEADS)
         needs_meta_set(cfg)
 
 
@@ -221,6 +226,7 @@ def l2rw(ctx: RunContext) -> StepRule:
             y_val,
             engine=cfg.method.engine,
             val_weight_decay=decay,
+            lookahead=cfg.method.lookahead,
         )
         return losses, weights
 
