@@ -52,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{steps:,} steps, seeds {', '.join(map(str, SEEDS))}."
     )
     returncode = _run_sweep(verbose, steps)
-    records = [r for r in load_local(OUTPUT_ROOT, "l2rw_fig2") if r.data.get("scale") == "cpu"]
-    completed = [r for r in records if r.data.get("status") == "completed"]
+    records = [r for r in load_local(OUTPUT_ROOT, "l2rw_fig2") if r.data.scale == "cpu"]
+    completed = [r for r in records if r.data.status == "completed"]
     if returncode != 0 or not completed:
         where = "the output above" if verbose else f"the log: {LOG}"
         print(f"The demo runs did not complete; see {where}.", file=sys.stderr)
@@ -108,10 +108,8 @@ def _steps_logged() -> int:
 def _print_table(completed: list) -> None:
     print(f"\n{'method':<10} {'test error %':>14} {'95% CI':>8} {'n':>3}  per seed")
     for method in METHODS:
-        runs = sorted(
-            (r for r in completed if r.data["method"] == method), key=lambda r: r.data["seed"]
-        )
-        errors = np.array([100 * (1 - r.data["metrics"]["test_acc"]) for r in runs])
+        runs = sorted((r for r in completed if r.data.method == method), key=lambda r: r.data.seed)
+        errors = np.array([100 * (1 - r.data.metrics["test_acc"]) for r in runs])
         if len(errors):
             per_seed = ", ".join(f"{e:.2f}" for e in errors)
             print(

@@ -29,14 +29,14 @@ from l2rw.tracking.record import (
     LOCK_NAME,
     RECORD_NAME,
     REPLACED_PREFIX,
-    SCHEMA_VERSION,
+    RunRecord,
     cell_of,
     device_description,
     environment,
     git_commit,
     read_record,
     setting_of,
-    write_json_atomic,
+    write_record,
 )
 from l2rw.tracking.sinks import Tracker, open_wandb
 
@@ -68,8 +68,9 @@ def resolved(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"The setting {err.full_key}: {cause}") from None
 
 
-def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Run one job into `run_dir` and return its record (also written to run_dir/result.json).
+def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> RunRecord:
+    """Run one job into `run_dir` and return its record (also written to run_dir/result.json;
+    a completed record already there is returned as it is, unless `force`).
 
     The job owns `run_dir` while it runs: a second launch of the same cell meanwhile (the same
     sweep started twice, two users) is skipped with a message and writes nothing; its record
@@ -85,13 +86,13 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> d
                 holder,
                 run_dir / LOCK_NAME,
             )
-            return {"status": "skipped", "metrics": {}, "output_dir": str(run_dir)}
+            return RunRecord(status="skipped", output_dir=str(run_dir))
         return _run_owned(cfg, run_dir, list(overrides or []))
 
 
-def _run_owned(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, Any]:
+def _run_owned(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> RunRecord:
     previous = read_record(run_dir)
-    if previous and previous.get("status") == "completed" and not cfg.force:
+    if previous and previous.status == "completed" and not cfg.force:
         log.info(
             "Skipping %s: it already holds a completed record (pass force=true to re-run).", run_dir
         )
@@ -99,48 +100,40 @@ def _run_owned(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str
     if cfg.force:
         _move_aside(run_dir)
     started = time.time()
-    record: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "status": "failed",
-        "error": None,
-        "metrics": {},
-        "config": OmegaConf.to_container(cfg, resolve=False),
-        "overrides": overrides,
-        "cell": cell_of(overrides),
-        "table": cfg.table_name,
-        "scale": cfg.scale,
-        "seed": cfg.seed,
-        "method": cfg.method.name,
-        "data": {},
-        "git_commit": git_commit(),
-        "device": None,
-        "wall_time_s": None,
-        "wandb_run_id": None,
-        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "environment": environment(),
-        "output_dir": str(run_dir),
-    }
+    record = RunRecord(
+        config=OmegaConf.to_container(cfg, resolve=False),  # type: ignore[arg-type]
+        overrides=overrides,
+        cell=cell_of(overrides),
+        table=cfg.table_name,
+        scale=cfg.scale,
+        seed=cfg.seed,
+        method=cfg.method.name,
+        git_commit=git_commit(),
+        started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        environment=environment(),
+        output_dir=str(run_dir),
+    )
     try:
-        record["config"] = resolved(cfg)
+        record.config = resolved(cfg)
         validate(cfg)
         _execute(cfg, run_dir, record)
     except UserError as err:
-        record["error"] = str(err)
+        record.error = str(err)
         log.error("%s", err)
     except KeyboardInterrupt:
-        record["error"] = "interrupted; re-run the same command to resume from the checkpoint"
+        record.error = "interrupted; re-run the same command to resume from the checkpoint"
         raise
     except Exception as err:
-        record["error"] = f"{type(err).__name__}: {err}"
+        record.error = f"{type(err).__name__}: {err}"
         raise
     finally:
-        record["wall_time_s"] = round(time.time() - started, 3)
-        record["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        record.wall_time_s = round(time.time() - started, 3)
+        record.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         try:
-            write_json_atomic(run_dir / RECORD_NAME, record)
+            write_record(run_dir, record)
         except StorageError as err:
-            record["status"] = "failed"
-            record["error"] = record["error"] or str(err)
+            record.status = "failed"
+            record.error = record.error or str(err)
             log.error("%s", err)
     return record
 
@@ -163,7 +156,7 @@ def _move_aside(run_dir: Path) -> None:
     log.info("force=true: moved this run's earlier state to %s; starting over.", aside)
 
 
-def _execute(cfg: DictConfig, run_dir: Path, record: dict[str, Any]) -> None:
+def _execute(cfg: DictConfig, run_dir: Path, record: RunRecord) -> None:
     from l2rw.data.splits import build_data
     from l2rw.methods import run_pipeline
     from l2rw.methods.context import RunContext
@@ -173,9 +166,9 @@ def _execute(cfg: DictConfig, run_dir: Path, record: dict[str, Any]) -> None:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
-    record["device"] = device_description(device)
+    record.device = device_description(device)
     data = build_data(cfg)
-    record["data"] = data.facts
+    record.data = data.facts
     log.info(
         "Data: %s; realized noise rate %.4f.",
         data.facts["sizes"],
@@ -183,9 +176,9 @@ def _execute(cfg: DictConfig, run_dir: Path, record: dict[str, Any]) -> None:
     )
     model = build_model(cfg.model.name, data.num_classes, **cfg.model.options).to(device)
     run_dir.mkdir(parents=True, exist_ok=True)
-    wandb_run = open_wandb(cfg, record["config"], record["cell"], run_dir)
+    wandb_run = open_wandb(cfg, record.config, record.cell, run_dir)
     with wandb_run if wandb_run is not None else nullcontext():
-        record["wandb_run_id"] = getattr(wandb_run, "id", None)
+        record.wandb_run_id = getattr(wandb_run, "id", None)
         ctx = RunContext(
             cfg,
             data.to(device),
@@ -193,21 +186,21 @@ def _execute(cfg: DictConfig, run_dir: Path, record: dict[str, Any]) -> None:
             device,
             run_dir,
             Tracker(run_dir, wandb_run),
-            setting_of(record["config"]),
+            setting_of(record.config),
         )
         # A pipeline that changes the splits (selection cleans examples into the meta set)
         # returns the facts of the data it ended with.
-        record.update(run_pipeline(ctx).record_fields())
+        run_pipeline(ctx).fill(record)
         ctx.tracker.summary(
-            {f"final/{k}": v for k, v in record["metrics"].items() if k != "confusion"}
+            {f"final/{k}": v for k, v in record.metrics.items() if k != "confusion"}
         )
-        if wandb_run is not None and record["status"] != "completed":
+        if wandb_run is not None and record.status != "completed":
             wandb_run.finish(exit_code=1)
     log.info(
         "Status %s: test accuracy %.4f (early-stopped %s). Record: %s",
-        record["status"],
-        record["metrics"]["test_acc"],
-        record["metrics"]["test_acc_es"],
+        record.status,
+        record.metrics["test_acc"],
+        record.metrics["test_acc_es"],
         run_dir / RECORD_NAME,
     )
 
@@ -222,9 +215,9 @@ def main(cfg: DictConfig) -> float | None:
     signal.signal(signal.SIGTERM, _interrupt)
     hc = HydraConfig.get()
     record = run(cfg, Path(hc.runtime.output_dir), list(hc.overrides.task))
-    if record["status"] != "completed" and hc.mode == RunMode.RUN:
+    if record.status != "completed" and hc.mode == RunMode.RUN:
         sys.exit(1)
-    return record["metrics"].get("test_acc")
+    return record.metrics.get("test_acc")
 
 
 if __name__ == "__main__":

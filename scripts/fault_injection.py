@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 from l2rw.methods.loop import LAUNCH_PATTERN
+from l2rw.tracking.record import RECORD_NAME, RunRecord, read_record
 
 REPO = Path(__file__).resolve().parent.parent
 COMMON = [
@@ -108,16 +109,16 @@ def launch(cmd: list[str], log: Path) -> subprocess.Popen:
         )
 
 
-def records(root: Path) -> dict[str, dict]:
-    return {p.parent.name: json.loads(p.read_text()) for p in root.glob("multirun/*/result.json")}
+def records(root: Path) -> dict[str, RunRecord]:
+    return {p.parent.name: read_record(p.parent) for p in root.glob(f"multirun/*/{RECORD_NAME}")}
 
 
 def record_bytes(root: Path) -> dict[str, bytes]:
-    return {p.parent.name: p.read_bytes() for p in root.glob("multirun/*/result.json")}
+    return {p.parent.name: p.read_bytes() for p in root.glob(f"multirun/*/{RECORD_NAME}")}
 
 
 def completed(root: Path, cells: int) -> bool:
-    done = [r for r in records(root).values() if r["status"] == "completed"]
+    done = [r for r in records(root).values() if r.status == "completed"]
     return len(done) == cells
 
 
@@ -221,14 +222,13 @@ def main() -> None:
     rewritten = sorted(k for k, v in record_bytes(faulty_root).items() if before.get(k) != v)
 
     clean, faulty = records(clean_root), records(faulty_root)
-    lost = sorted(k for k in clean if faulty.get(k, {}).get("status") != "completed")
+    lost = sorted(k for k in clean if k not in faulty or faulty[k].status != "completed")
     differ = sorted(
         k
         for k in clean
         if k in faulty
         and (
-            faulty[k]["metrics"] != clean[k]["metrics"]
-            or faulty[k].get("weights_hist") != clean[k].get("weights_hist")
+            faulty[k].metrics != clean[k].metrics or faulty[k].weights_hist != clean[k].weights_hist
         )
     )
     resumes, started_over = resume_counts(faulty_root)
@@ -240,7 +240,7 @@ def main() -> None:
         **faults,
         "checkpoint_resumes": resumes,
         "resumes_started_over": started_over,
-        "reference_completed": sum(r["status"] == "completed" for r in clean.values()),
+        "reference_completed": sum(r.status == "completed" for r in clean.values()),
         "records_lost": len(lost),
         "records_rewritten_after_completion": len(rewritten),
         "metrics_differ": len(differ),

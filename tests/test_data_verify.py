@@ -263,8 +263,8 @@ def test_runner_records_a_damaged_file_as_a_failed_run(tmp_path, caplog):
     images.write_bytes(images.read_bytes()[:1000])
     with caplog.at_level(logging.ERROR):
         record = run(compose_cfg(overrides), tmp_path / "run")
-    assert record["status"] == "failed"
-    error = record["error"]
+    assert record.status == "failed"
+    error = record.error
     assert error.startswith(f"Dataset 'mnist' has a damaged file: {images} is 1,000 bytes")
     assert "\n" not in error and "Traceback" not in error
     assert json.loads((tmp_path / "run" / "result.json").read_text())["error"] == error

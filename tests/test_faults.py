@@ -53,20 +53,20 @@ def test_checkpoint_from_another_config_is_refused_then_force_starts_over(
     before = (tmp_path / "checkpoint-train.pt").read_bytes()
 
     refused = run(tiny_cfg(*OVERRIDES, "train.lr=0.02"), tmp_path)
-    assert refused["status"] == "failed"
-    assert "different configuration" in refused["error"]
-    assert "train.lr: 0.05 in the checkpoint, 0.02 now" in refused["error"]
-    assert "force=true" in refused["error"]
+    assert refused.status == "failed"
+    assert "different configuration" in refused.error
+    assert "train.lr: 0.05 in the checkpoint, 0.02 now" in refused.error
+    assert "force=true" in refused.error
     assert (tmp_path / "checkpoint-train.pt").read_bytes() == before
     assert json.loads((tmp_path / "result.json").read_text())["status"] == "failed"
 
     forced = run(tiny_cfg(*OVERRIDES, "train.lr=0.02", "force=true"), tmp_path)
-    assert forced["status"] == "completed"
+    assert forced.status == "completed"
     (aside,) = tmp_path.glob(f"{REPLACED_PREFIX}*")
     assert (aside / "checkpoint-train.pt").read_bytes() == before
     assert json.loads((aside / "result.json").read_text())["status"] == "failed"
     fresh = run(tiny_cfg(*OVERRIDES, "train.lr=0.02"), tmp_path / "fresh")
-    assert forced["metrics"] == fresh["metrics"]
+    assert forced.metrics == fresh.metrics
     # Reports read the folder's current record only, not the one the re-run superseded.
     runs = sorted(r.run for r in load_local(tmp_path.parent, tmp_path.name))
     assert runs == [tmp_path.name, f"{tmp_path.name}/fresh"]
@@ -84,10 +84,10 @@ def test_unreadable_checkpoint_is_moved_aside_and_the_run_starts_over(
 
     capture_info(caplog)
     resumed = run(tiny_cfg(*OVERRIDES), run_dir)
-    assert resumed["status"] == "completed"
+    assert resumed.status == "completed"
     assert "could not be read" in caplog.text
     assert phase_launches(caplog.text) == [("train", 0, 12, 12)]
-    assert resumed["metrics"] == straight["metrics"]
+    assert resumed.metrics == straight.metrics
     (aside,) = run_dir.glob("checkpoint-train.pt.unreadable-*")
     assert aside.read_bytes() == garbled
 
@@ -104,10 +104,10 @@ def test_a_second_launch_of_a_running_cell_is_skipped_and_writes_nothing(tiny_cf
     with exclusive(tmp_path / LOCK_NAME, wait=False) as holder:
         assert holder is None
         second = run(tiny_cfg(*OVERRIDES), tmp_path)
-    assert second["status"] == "skipped"
+    assert second.status == "skipped"
     assert not (tmp_path / "result.json").exists()
     assert not list(tmp_path.glob("checkpoint*"))
-    assert run(tiny_cfg(*OVERRIDES), tmp_path)["status"] == "completed"
+    assert run(tiny_cfg(*OVERRIDES), tmp_path).status == "completed"
 
 
 def test_second_launch_from_the_command_line_says_who_holds_the_cell(tmp_path, data_dir):
@@ -141,7 +141,7 @@ def test_a_lock_left_by_a_killed_process_is_stale(tiny_cfg, tmp_path):
     holder.kill()
     holder.wait()
     assert lock.exists()
-    assert run(tiny_cfg(*OVERRIDES), tmp_path)["status"] == "completed"
+    assert run(tiny_cfg(*OVERRIDES), tmp_path).status == "completed"
 
 
 def test_a_failed_checkpoint_write_keeps_the_previous_one_and_fails_the_run(
@@ -160,13 +160,13 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one_and_fails_the_run(
     monkeypatch.setattr(checkpoint_module.torch, "save", disk_full)
     record = run(tiny_cfg(*OVERRIDES), tmp_path)
     monkeypatch.setattr(checkpoint_module.torch, "save", real_save)
-    assert record["status"] == "failed"
-    assert "checkpoint-train.pt: No space left on device" in record["error"]
-    assert "re-run the same command" in record["error"]
+    assert record.status == "failed"
+    assert "checkpoint-train.pt: No space left on device" in record.error
+    assert "re-run the same command" in record.error
     assert (tmp_path / "checkpoint-train.pt").read_bytes() == before
     assert not list(tmp_path.glob(".*.tmp"))
     assert json.loads((tmp_path / "result.json").read_text())["status"] == "failed"
-    assert run(tiny_cfg(*OVERRIDES), tmp_path)["status"] == "completed"
+    assert run(tiny_cfg(*OVERRIDES), tmp_path).status == "completed"
 
 
 def test_a_failed_record_write_keeps_the_previous_record(tiny_cfg, tmp_path, monkeypatch):
@@ -182,8 +182,8 @@ def test_a_failed_record_write_keeps_the_previous_record(tiny_cfg, tmp_path, mon
     monkeypatch.setattr(record_module.os, "replace", no_permission)
     record = run(tiny_cfg(*OVERRIDES), tmp_path)
     monkeypatch.setattr(record_module.os, "replace", real_replace)
-    assert record["status"] == "failed"
-    assert "result.json: Permission denied" in record["error"]
+    assert record.status == "failed"
+    assert "result.json: Permission denied" in record.error
     assert (tmp_path / "result.json").read_text() == before
     assert not list(tmp_path.glob(".result.json.*"))
 
@@ -229,7 +229,7 @@ def test_a_log_line_torn_by_a_kill_is_dropped_on_resume(tiny_cfg, tmp_path, monk
     capture_info(caplog)
     resumed = run(tiny_cfg(*OVERRIDES), run_dir)
     assert phase_launches(caplog.text) == [("train", 4, 8, 12)]
-    assert resumed["metrics"] == straight["metrics"]
+    assert resumed.metrics == straight.metrics
     log = (run_dir / "metrics.jsonl").read_text()
     assert log == (tmp_path / "straight" / "metrics.jsonl").read_text()
 
@@ -253,9 +253,9 @@ def test_sigterm_writes_a_failed_record_then_the_rerun_resumes(tmp_path, data_di
     job.send_signal(signal.SIGTERM)
     output = job.communicate(timeout=120)[0].decode()
     assert job.returncode != 0, output[-2000:]
-    record = json.loads((run_dir / "result.json").read_text())
-    assert record["status"] == "failed"
-    assert record["error"].startswith("interrupted; re-run the same command to resume")
+    record = record_module.read_record(run_dir)
+    assert record.status == "failed"
+    assert record.error.startswith("interrupted; re-run the same command to resume")
     step = torch.load(checkpoint, weights_only=True)["step"]
     assert 4 <= step < 200
 
@@ -264,12 +264,12 @@ def test_sigterm_writes_a_failed_record_then_the_rerun_resumes(tmp_path, data_di
     log = (run_dir / "train.log").read_text()
     assert f"Resumed phase train from its checkpoint at step {step} of 200." in log
     assert phase_launches(log) == [("train", step, 200 - step, 200)]
-    resumed = json.loads((run_dir / "result.json").read_text())
-    assert resumed["status"] == "completed"
+    resumed = record_module.read_record(run_dir)
+    assert resumed.status == "completed"
     assert not checkpoint.exists()
     # The uninterrupted run is the same command (threads=1 too: another thread count may sum
     # the losses in another order and differ in the last bits).
     straight_cmd = [*cmd[:-1], f"hydra.run.dir={tmp_path / 'straight'}"]
     subprocess.run(straight_cmd, cwd=REPO, env=env, capture_output=True, timeout=300, check=True)
-    straight = json.loads((tmp_path / "straight" / "result.json").read_text())
-    assert resumed["metrics"] == straight["metrics"]
+    straight = record_module.read_record(tmp_path / "straight")
+    assert resumed.metrics == straight.metrics

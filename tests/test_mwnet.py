@@ -177,7 +177,7 @@ def test_runner_trains_and_resumes_mwnet_with_its_net_and_adam_state(
 ):
     overrides = ("method=mwnet", "dataset.clean_size=20", "device=cpu")
     straight = run(tiny_cfg(*overrides), tmp_path / "straight")
-    assert straight["status"] == "completed", straight["error"]
+    assert straight.status == "completed", straight.error
     real_save = phase_store.save_checkpoint
     saved = {}
 
@@ -196,7 +196,7 @@ def test_runner_trains_and_resumes_mwnet_with_its_net_and_adam_state(
     capture_info(caplog)
     resumed = run(tiny_cfg(*overrides), tmp_path / "resumed")
     assert phase_launches(caplog.text) == [("train", 4, 8, 12)]
-    assert resumed["metrics"] == straight["metrics"]
+    assert resumed.metrics == straight.metrics
     log = (tmp_path / "resumed" / "metrics.jsonl").read_text()
     assert log == (tmp_path / "straight" / "metrics.jsonl").read_text()
 
@@ -204,8 +204,8 @@ def test_runner_trains_and_resumes_mwnet_with_its_net_and_adam_state(
 def test_a_selector_chooses_the_meta_set_of_mwnet(tiny_cfg, tmp_path):
     cfg = toy(tiny_cfg, tmp_path, "method=mwnet", "selector=rbc")
     record = run(cfg, tmp_path / "job")
-    assert record["status"] == "completed", record["error"]
-    sel = record["selection"]
+    assert record.status == "completed", record.error
+    sel = record.selection
     assert [r["round"] for r in sel["rounds"]] == [0, 1]
     assert len(sel["meta_indices"]) == 6 and set(sel["warmup_indices"]) < set(sel["meta_indices"])
-    assert record["metrics"]["test_acc"] == sel["rounds"][1]["test_acc_es"]
+    assert record.metrics["test_acc"] == sel["rounds"][1]["test_acc_es"]

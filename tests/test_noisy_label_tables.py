@@ -94,14 +94,14 @@ def test_table2_every_row_runs_and_reports(cifar_dir, tmp_path):
     cells = [("dataset=cifar10", *run_keys) for run_keys in runs]
     records = _sweep("l2rw_table2", TABLE2, cells, cifar_dir, tmp_path / "out")
     for name, record in records.items():
-        assert record["status"] == "completed", (name, record["error"])
-        m = record["metrics"]
+        assert record.status == "completed", (name, record.error)
+        m = record.metrics
         assert {"test_acc", "test_acc_before_ft", "finetune_steps"} <= set(m), name
     # Trial 1's background class, 2 clean images per class, the ES schedule's length.
     some = records["dataset=cifar10,method=baseline,stop=early"]
-    assert some["data"]["noise"]["background_class"] == 0
-    assert some["data"]["sizes"]["clean"] == 20
-    assert some["metrics"]["steps"] == 2
+    assert some.data["noise"]["background_class"] == 0
+    assert some.data["sizes"]["clean"] == 20
+    assert some.metrics["steps"] == 2
     # S-Model +CONF found the baseline run of its own cell (no baseline trained inside).
     conf = tmp_path / "out" / "l2rw_table2" / "dataset=cifar10,method=s_model_conf,stop=final"
     assert not (conf / "pretrain").exists()
@@ -129,8 +129,8 @@ def test_table1_every_row_runs_and_reports(cifar_dir, tmp_path):
     cells = [("dataset=cifar10", f"method={m}") for m in methods]
     records = _sweep("l2rw_table1", TABLE1, cells, cifar_dir, tmp_path / "out")
     for name, record in records.items():
-        assert record["status"] == "completed", (name, record["error"])
-        assert record["data"]["noise"]["name"] == "uniform_flip"
+        assert record.status == "completed", (name, record.error)
+        assert record.data["noise"]["name"] == "uniform_flip"
     _report("l2rw_table1", tmp_path / "out", tmp_path / "results", TABLE1)
     text = (tmp_path / "results" / "l2rw_table1_cpu.md").read_text()
     assert "baseline / +FT (Baseline +FT)" in text

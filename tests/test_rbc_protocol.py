@@ -58,10 +58,10 @@ def test_a_round_starts_from_the_previous_best_model_or_from_scratch(
 ):
     cfg = toy(tiny_cfg, tmp_path, f"selector.round_init={round_init}")
     record = run(cfg, tmp_path / "job")
-    assert record["status"] == "completed", record["error"]
-    warm, round1 = record["selection"]["rounds"]
+    assert record.status == "completed", record.error
+    warm, round1 = record.selection["rounds"]
     # The round's first evaluation, before any step, is of the model it trains from.
-    fresh = phase_out(Path(record["selection"]["warmup_folder"]), "warmup")
+    fresh = phase_out(Path(record.selection["warmup_folder"]), "warmup")
     same = (round1["start_val_acc"], round1["start_test_acc"]) == (
         warm["best_val_acc"],
         warm["test_acc_es"],
@@ -98,10 +98,10 @@ def test_a_previous_round_trains_with_fresh_weights_and_optimizer(tiny_cfg, tmp_
     monkeypatch.setattr(loop, "make_optimizer", recording_optimizer)
     monkeypatch.setattr(selection, "train_method", recording_method)
     record = run(toy(tiny_cfg, tmp_path), tmp_path / "job")
-    assert record["status"] == "completed", record["error"]
+    assert record.status == "completed", record.error
     assert made == [("warmup", 0, 0.1), ("round1", 0, 0.1)]
     (_, w_warm), (_, w_round) = rules
-    sizes = record["data"]["sizes"]
+    sizes = record.data["sizes"]
     assert len(w_round) == sizes["train"] == len(w_warm) - 4
     assert float(w_round.min()) >= 0 and float(w_round.max()) < 1
 
@@ -123,20 +123,20 @@ def test_stage_a_runs_once_per_warmup_key_and_starts_the_warmup(tiny_cfg, tmp_pa
     plain = ("selector.warmup_init=plain",)
     first = run(toy(tiny_cfg, tmp_path, "selector=random", *plain), tmp_path / "a")
     second = run(toy(tiny_cfg, tmp_path, "selector=gbc", *plain), tmp_path / "b")
-    assert first["status"] == second["status"] == "completed"
+    assert first.status == second.status == "completed"
     assert trained == ["stage_a", "warmup", "round1", "round1"]
-    folder = Path(first["selection"]["warmup_folder"])
-    assert folder == Path(second["selection"]["warmup_folder"])
+    folder = Path(first.selection["warmup_folder"])
+    assert folder == Path(second.selection["warmup_folder"])
     (shared,) = (tmp_path / "outputs" / "cache").glob("stage-a-*/")
     stage_a = phase_out(shared, "stage_a")
-    warm = first["selection"]["rounds"][0]
+    warm = first.selection["rounds"][0]
     # The warm-up starts from Stage A's best-validation model.
     assert (warm["start_val_acc"], warm["start_test_acc"]) == (
         stage_a["best_val_acc"],
         stage_a["test_acc_es"],
     )
     # Stage A's steps come first in the job's step count.
-    assert first["selection"]["rounds"][1]["steps"] == 8
+    assert first.selection["rounds"][1]["steps"] == 8
     rows = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 3 * 8
     # Scratch warm-ups are another cache entry: Stage A is not run for them.
@@ -149,8 +149,8 @@ def test_stage_a_runs_once_per_warmup_key_and_starts_the_warmup(tiny_cfg, tmp_pa
         toy(tiny_cfg, tmp_path, "selector=random", "method.meta_lr=3", *plain), tmp_path / "d"
     )
     assert trained == ["warmup", "round1"]
-    assert third["selection"]["rounds"][0]["start_val_acc"] == warm["start_val_acc"]
-    assert Path(third["selection"]["warmup_folder"]) != folder
+    assert third.selection["rounds"][0]["start_val_acc"] == warm["start_val_acc"]
+    assert Path(third.selection["warmup_folder"]) != folder
 
 
 def test_warmup_key_changes_with_the_warmup_start_only(tiny_cfg, tmp_path):
@@ -206,9 +206,9 @@ def test_an_interrupted_chain_resumes_in_every_phase(tiny_cfg, tmp_path, monkeyp
         [("warmup", 4, 4, 8)],
         [("round1", 4, 4, 8)],
     ]
-    assert resumed["status"] == "completed"
-    assert resumed["metrics"] == straight["metrics"]
-    assert resumed["selection"]["rounds"] == straight["selection"]["rounds"]
+    assert resumed.status == "completed"
+    assert resumed.metrics == straight.metrics
+    assert resumed.selection["rounds"] == straight.selection["rounds"]
     assert (job / "metrics.jsonl").read_text() == (
         tmp_path / "straight" / "metrics.jsonl"
     ).read_text()
@@ -278,11 +278,11 @@ def test_batch_scaled_meta_lr_is_meta_lr_times_the_batch(tiny_cfg, tmp_path):
         tiny_cfg(*base, "method.meta_lr=0.5", "method.meta_lr_scale=batch"), tmp_path / "a"
     )
     plain = run(tiny_cfg(*base, f"method.meta_lr={0.5 * batch}"), tmp_path / "b")
-    assert scaled["status"] == plain["status"] == "completed"
-    assert scaled["metrics"] == plain["metrics"]
-    assert scaled["weights_hist"] == plain["weights_hist"]
+    assert scaled.status == plain.status == "completed"
+    assert scaled.metrics == plain.metrics
+    assert scaled.weights_hist == plain.weights_hist
     other = run(tiny_cfg(*base, "method.meta_lr=0.5"), tmp_path / "c")
-    assert other["weights_hist"] != plain["weights_hist"]
+    assert other.weights_hist != plain.weights_hist
     cfg = tiny_cfg(*base, "method.meta_lr=2", "method.meta_lr_scale=batch")
     assert meta_step_size(cfg.method, 64) == 128
 
@@ -383,7 +383,7 @@ def test_rectified_gaussian_weights_have_mean_one_and_a_zero_mass(tiny_cfg, tmp_
     base = ("method=meta_reweight", "dataset.clean_size=20", "device=cpu")
     for override in ("method.init=rectified_gaussian", "train.meta_sampling=replacement"):
         record = run(tiny_cfg(*base, override), tmp_path / override)
-        assert record["status"] == "completed", record["error"]
+        assert record.status == "completed", record.error
 
 
 def test_every_tables_report_spec_composes_with_its_protocol():

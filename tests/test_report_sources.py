@@ -44,7 +44,7 @@ def test_local_source_reads_result_files_at_any_depth(tmp_path, records):
     got = load_local(tmp_path, "l2rw_fig2")
     assert [r.run for r in got] == ["l2rw_fig2/job1", "l2rw_fig2/sweep_a/job0"]
     assert got[0].path == tmp_path / "l2rw_fig2" / "job1"
-    assert got[0].data["metrics"]["test_acc"] == 0.91
+    assert got[0].data.metrics["test_acc"] == 0.91
 
 
 def test_wandb_source_gives_the_local_frame(tmp_path, records, fake_api):
@@ -68,8 +68,8 @@ def test_wandb_source_unwraps_raw_config_values(fake_api):
     run.config["_wandb"] = {"value": {"cli_version": "0.31.0"}}
     fake_api.runs_to_return = [run]
     (record,) = load_wandb("l2rw_fig2", "l2rw", None)
-    assert record.data["config"]["method"] == {"name": "l2rw"}
-    assert "_wandb" not in record.data["config"]
+    assert record.data.config["method"] == {"name": "l2rw"}
+    assert "_wandb" not in record.data.config
     assert record.path is None
 
 
@@ -143,8 +143,8 @@ def test_long_cells_and_paths_come_back_whole_from_wandb(tmp_path, fake_api, mon
     spec = fig2_spec()
     local_records = load_local(tmp_path / "local", spec.name)
     remote_records = load_wandb(spec.name, "l2rw", None)
-    assert [r.data["cell"] for r in remote_records] == [r["cell"] for r in records]
-    assert [r.data["config"] for r in remote_records] == [r["config"] for r in records]
+    assert [r.data.cell for r in remote_records] == [r["cell"] for r in records]
+    assert [r.data.config for r in remote_records] == [r["config"] for r in records]
     local, remote = records_frame(local_records, spec), records_frame(remote_records, spec)
     pd.testing.assert_frame_equal(
         local.drop(columns=SOURCE_ONLY), remote.drop(columns=SOURCE_ONLY), check_dtype=False

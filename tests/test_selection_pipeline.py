@@ -62,40 +62,40 @@ def toy(tiny_cfg, tmp_path, *overrides):
 def test_each_selector_runs_a_whole_round(tiny_cfg, tmp_path, selector):
     cfg = toy(tiny_cfg, tmp_path, *f"selector={selector}".split())
     record = run(cfg, tmp_path / "job")
-    assert record["status"] == "completed", record["error"]
-    sel = record["selection"]
+    assert record.status == "completed", record.error
+    sel = record.selection
     assert len(sel["meta_indices"]) == len(set(sel["meta_indices"])) == 6
     assert set(sel["warmup_indices"]) < set(sel["meta_indices"])
     assert [r["round"] for r in sel["rounds"]] == [0, 1]
     assert len(sel["rounds"][1]["selected"]) == 4
     assert 0 <= sel["noisy_selected_before_cleaning"] <= 4
-    assert record["data"]["sizes"]["clean"] == 6
-    assert record["data"]["sizes"]["train"] == 594
-    assert record["metrics"]["test_acc"] == record["metrics"]["test_acc_es"]
-    assert record["metrics"]["test_acc"] == sel["rounds"][1]["test_acc_es"]
+    assert record.data["sizes"]["clean"] == 6
+    assert record.data["sizes"]["train"] == 594
+    assert record.metrics["test_acc"] == record.metrics["test_acc_es"]
+    assert record.metrics["test_acc"] == sel["rounds"][1]["test_acc_es"]
     assert (tmp_path / "job" / "toy_boundary.npz").exists()
-    assert 0 <= record["metrics"]["weights_auc"] <= 1
-    assert 0 <= record["metrics"]["weights_auc_boundary"] <= 1
+    assert 0 <= record.metrics["weights_auc"] <= 1
+    assert 0 <= record.metrics["weights_auc_boundary"] <= 1
 
 
 def test_warmup_selector_is_the_warmup_alone(tiny_cfg, tmp_path):
     record = run(toy(tiny_cfg, tmp_path, "selector=warmup"), tmp_path / "job")
-    assert record["status"] == "completed", record["error"]
-    assert [r["round"] for r in record["selection"]["rounds"]] == [0]
-    assert record["data"]["sizes"]["clean"] == 2
+    assert record.status == "completed", record.error
+    assert [r["round"] for r in record.selection["rounds"]] == [0]
+    assert record.data["sizes"]["clean"] == 2
 
 
 def test_finetune_trains_the_warmup_model_on_the_meta_set(tiny_cfg, tmp_path):
     record = run(toy(tiny_cfg, tmp_path, "selector=finetune"), tmp_path / "job")
-    assert record["status"] == "completed", record["error"]
+    assert record.status == "completed", record.error
     # 6 meta examples in batches of at most 32: one step an epoch, 10 epochs.
-    assert record["selection"]["rounds"][1]["steps"] == 10
+    assert record.selection["rounds"][1]["steps"] == 10
 
 
 def test_finetune_runs_at_its_own_learning_rate(tiny_cfg, tmp_path):
     cfg = toy(tiny_cfg, tmp_path, "selector=finetune", "selector.finetune_lr=0.003")
     record = run(cfg, tmp_path / "job")
-    warmup_steps = record["selection"]["rounds"][0]["steps"]
+    warmup_steps = record.selection["rounds"][0]["steps"]
     rows = [json.loads(line) for line in (tmp_path / "job" / "metrics.jsonl").open()]
     assert {r["lr"] for r in rows if r["step"] <= warmup_steps} == {0.1}
     assert {r["lr"] for r in rows if r["step"] > warmup_steps} == {0.003}
@@ -103,7 +103,7 @@ def test_finetune_runs_at_its_own_learning_rate(tiny_cfg, tmp_path):
 
 def test_l2rw_as_the_reweighting_algorithm(tiny_cfg, tmp_path):
     record = run(toy(tiny_cfg, tmp_path, "selector=rbc", "method=l2rw"), tmp_path / "job")
-    assert record["status"] == "completed", record["error"]
+    assert record.status == "completed", record.error
 
 
 def test_cleaned_examples_leave_training_with_their_true_labels(tiny_cfg):
@@ -128,8 +128,8 @@ def test_warmup_is_cached_and_reused_across_selectors(tiny_cfg, tmp_path, monkey
     first = run(toy(tiny_cfg, tmp_path, "selector=random"), tmp_path / "a")
     second = run(toy(tiny_cfg, tmp_path, "selector=rbc"), tmp_path / "b")
     assert trained == ["warmup", "round1", "round1"]
-    assert first["selection"]["warmup_folder"] == second["selection"]["warmup_folder"]
-    assert first["selection"]["rounds"][0] == second["selection"]["rounds"][0]
+    assert first.selection["warmup_folder"] == second.selection["warmup_folder"]
+    assert first.selection["rounds"][0] == second.selection["rounds"][0]
     # Another seed is another warm-up.
     run(toy(tiny_cfg, tmp_path, "selector=rbc", "seed=1"), tmp_path / "c")
     assert trained.count("warmup") == 2
@@ -161,7 +161,7 @@ def test_a_job_needing_a_warmup_being_computed_waits_for_it(tiny_cfg, tmp_path, 
 
     monkeypatch.setattr(selection, "_warmup_phases", start_b_then_warm_up)
     a = run(toy(tiny_cfg, tmp_path, "selector=random"), tmp_path / "a")
-    assert a["status"] == "completed", a["error"]
+    assert a.status == "completed", a.error
     assert started["b"].wait(timeout=300) == 0
     b = json.loads((tmp_path / "b" / "result.json").read_text())
     assert b["status"] == "completed"
@@ -169,8 +169,8 @@ def test_a_job_needing_a_warmup_being_computed_waits_for_it(tiny_cfg, tmp_path, 
     # B trained round 1 only: the warm-up was A's, found finished once B had the lock.
     assert "Phase warmup finished before" in log
     assert [name for name, *_ in phase_launches(log)] == ["round1"]
-    assert b["selection"]["warmup_folder"] == a["selection"]["warmup_folder"]
-    assert b["selection"]["rounds"][0] == a["selection"]["rounds"][0]
+    assert b["selection"]["warmup_folder"] == a.selection["warmup_folder"]
+    assert b["selection"]["rounds"][0] == a.selection["rounds"][0]
 
 
 class Interrupted(Exception):
@@ -199,14 +199,14 @@ def test_interrupted_selection_job_resumes_to_the_same_result(
     monkeypatch.setattr(phase_store, "save_checkpoint", real_save)
     caplog.clear()
     resumed = run(toy(tiny_cfg, tmp_path, *overrides), tmp_path / "resumed")
-    assert resumed["status"] == "completed"
+    assert resumed.status == "completed"
     # The finished warm-up is not trained again; round 1 goes on from its checkpoint of step 2.
     assert "Phase warmup finished before" in caplog.text
     assert "Resumed phase round1 from its checkpoint at step 2 of 8." in caplog.text
     assert phase_launches(caplog.text) == [("round1", 2, 6, 8)]
-    assert resumed["metrics"] == straight["metrics"]
-    assert resumed["selection"]["meta_indices"] == straight["selection"]["meta_indices"]
-    assert resumed["weights_hist"] == straight["weights_hist"]
+    assert resumed.metrics == straight.metrics
+    assert resumed.selection["meta_indices"] == straight.selection["meta_indices"]
+    assert resumed.weights_hist == straight.weights_hist
     log = (tmp_path / "resumed" / "metrics.jsonl").read_text()
     assert log == (tmp_path / "straight" / "metrics.jsonl").read_text()
 
@@ -235,8 +235,8 @@ def test_meta_reweight_weight_table_survives_an_interruption(
     # Resumed from the checkpoint of step 4 (with its weight table): 8 more steps, not 12.
     assert "Resumed phase train from its checkpoint at step 4 of 12." in caplog.text
     assert phase_launches(caplog.text) == [("train", 4, 8, 12)]
-    assert resumed["metrics"] == straight["metrics"]
-    assert resumed["weights_hist"] == straight["weights_hist"]
+    assert resumed.metrics == straight.metrics
+    assert resumed.weights_hist == straight.weights_hist
 
 
 def test_selectors_registered():
@@ -257,15 +257,15 @@ def test_selectors_registered():
 
 def test_selection_needs_a_meta_reweighting_method(tiny_cfg, tmp_path):
     record = run(toy(tiny_cfg, tmp_path, "selector=rbc", "method=baseline"), tmp_path / "job")
-    assert record["status"] == "failed" and "method=meta_reweight" in record["error"]
+    assert record.status == "failed" and "method=meta_reweight" in record.error
 
 
 def test_record_lists_selected_examples_by_source_index(tiny_cfg, tmp_path):
     record = run(toy(tiny_cfg, tmp_path, "selector=random"), tmp_path / "job")
-    chosen = record["selection"]["rounds"][1]["selected"]
+    chosen = record.selection["rounds"][1]["selected"]
     saved = json.loads((tmp_path / "job" / "round-1.json").read_text())["selected"]
     assert chosen == saved
-    assert np.isin(chosen, record["selection"]["meta_indices"]).all()
+    assert np.isin(chosen, record.selection["meta_indices"]).all()
 
 
 @pytest.mark.parametrize("selector", ["rbc", "certain"])
@@ -275,18 +275,18 @@ def test_without_pretraining_the_whole_budget_is_selected_in_one_round(
     record = run(
         toy(tiny_cfg, tmp_path, f"selector={selector}", "+pretraining=without"), tmp_path / "job"
     )
-    assert record["status"] == "completed", record["error"]
-    sel = record["selection"]
+    assert record.status == "completed", record.error
+    sel = record.selection
     assert sel["warmup_indices"] == []
     assert [r["round"] for r in sel["rounds"]] == [0, 1]
     assert len(sel["rounds"][1]["selected"]) == len(sel["meta_indices"]) == 6
-    assert record["data"]["sizes"]["clean"] == 6
+    assert record.data["sizes"]["clean"] == 6
 
 
 def test_pretraining_without_meta_samples_is_refused_with_a_fix(tiny_cfg, tmp_path):
     record = run(toy(tiny_cfg, tmp_path, "selector=rbc", "selector.pretrain=false"), tmp_path)
-    assert record["status"] == "failed"
-    assert "+pretraining=without" in record["error"]
+    assert record.status == "failed"
+    assert "+pretraining=without" in record.error
 
 
 @pytest.mark.parametrize("selector", ["rbc", "kmeans", "craig"])
@@ -294,7 +294,7 @@ def test_features_for_the_tsne_figure_carry_each_rows_true_class(tiny_cfg, tmp_p
     cfg = toy(tiny_cfg, tmp_path, f"selector={selector}")
     record = run(cfg, tmp_path / "job")
     saved = np.load(tmp_path / "job" / "features.npz")
-    picked = record["selection"]["rounds"][1]["selected"]
+    picked = record.selection["rounds"][1]["selected"]
     data = build_data(cfg)
     true_class = dict(zip(data.train.index.tolist(), data.train.y_true.tolist(), strict=True))
     # The picked rows come first, in pick order.
@@ -308,11 +308,11 @@ def test_rounds_of_per_round_picks_record_the_meta_samples_after_each(tiny_cfg, 
     # Warm-up 2, budget 6, 3 a round: the last round takes the 1 left.
     cfg = toy(tiny_cfg, tmp_path, "selector=random", "selector.per_round=3")
     record = run(cfg, tmp_path / "job")
-    assert record["status"] == "completed", record["error"]
-    rounds = record["selection"]["rounds"]
+    assert record.status == "completed", record.error
+    rounds = record.selection["rounds"]
     assert [r["meta_samples"] for r in rounds] == [2, 5, 6] == round_meta_samples(cfg)
     assert [len(r["selected"]) for r in rounds] == [0, 3, 1]
-    assert record["metrics"]["test_acc"] == rounds[-1]["test_acc_es"]
+    assert record.metrics["test_acc"] == rounds[-1]["test_acc_es"]
 
 
 def test_selection_steps_spread_k_minus_1_evenly_after_the_best():
@@ -348,8 +348,8 @@ def test_snapshots_every_few_steps_keep_only_the_window_after_the_best(
         "selector.snapshots=4",
     )
     record = run(cfg, tmp_path / "job")
-    assert record["status"] == "completed", record["error"]
-    warmup, round1 = record["selection"]["rounds"]
+    assert record.status == "completed", record.error
+    warmup, round1 = record.selection["rounds"]
     best = warmup["best_step"]
     kept = PhaseStore(tmp_path / "job", "warmup").snapshot_steps()
     # Everything kept at or before t* was deleted when t* was found; every 5th step after it

@@ -146,13 +146,13 @@ def test_background_protocol_uses_the_papers_trial_classes_and_ten_clean_per_cla
 def test_background_protocol_refuses_a_seed_without_a_paper_trial(tiny_cfg, tmp_path):
     cfg = tiny_cfg("protocol=l2rw_background", "+dataset.background_trial_classes=[4,8]", "seed=2")
     record = run(cfg, tmp_path)
-    assert record["status"] == "failed"
-    assert "seed=2 has no per-trial value" in record["error"]
+    assert record.status == "failed"
+    assert "seed=2 has no per-trial value" in record.error
 
 
 def test_clean_size_and_clean_per_class_together_are_refused(tiny_cfg, tmp_path):
     record = run(tiny_cfg("dataset.clean_size=20", "dataset.clean_per_class=2"), tmp_path)
-    assert record["status"] == "failed" and "one size" in record["error"]
+    assert record.status == "failed" and "one size" in record.error
 
 
 def test_rbc_protocol_clean_validation_from_test_uniform_meta_set_full_head(tiny_cfg):

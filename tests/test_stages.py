@@ -64,8 +64,8 @@ def test_early_stop_reports_the_best_hyper_validation_model(
 ):
     # 16 steps evaluated every 4: the evaluations at steps 4, 8, 12, 16; the best is step 8's.
     record = run(cfg(f"stop={stop}", "train.length=16"), tmp_path / "job")
-    m = record["metrics"]
-    assert record["status"] == "completed"
+    m = record.metrics
+    assert record.status == "completed"
     assert len(scripted_evaluations) == 4
     rows = [json.loads(line) for line in (tmp_path / "job" / "metrics.jsonl").open()]
     assert [(r["step"], r["val/acc"], r["test/acc"]) for r in rows] == list(
@@ -90,7 +90,7 @@ def test_finetune_starts_from_the_reported_model_and_records_both(
 
     monkeypatch.setattr(stages, "finetune", spy)
     record = run(cfg(f"stop={stop}", *FT), tmp_path / "job")
-    m = record["metrics"]
+    m = record.metrics
     snapshot = load_snapshot(tmp_path / "job" / "snapshots-train", start, torch.device("cpu"))
     assert all(torch.equal(seen["state"][k], snapshot[k]) for k in snapshot)
     assert seen["clean"] == 40  # 4 clean images per class
@@ -102,13 +102,13 @@ def test_finetune_starts_from_the_reported_model_and_records_both(
 
 
 def test_finetune_at_a_vanishing_rate_keeps_the_accuracy(cfg, tmp_path):
-    m = run(cfg(*FT, "finetune.lr=1e-12"), tmp_path / "job")["metrics"]
+    m = run(cfg(*FT, "finetune.lr=1e-12"), tmp_path / "job").metrics
     assert m["test_acc"] == m["test_acc_before_ft"]
 
 
 def test_finetune_lr_defaults_to_the_decayed_rate(cfg, tmp_path):
     overrides = (*FT, "train.milestones=[4,8]", "train.gamma=0.5")
-    m = run(cfg(*overrides), tmp_path / "job")["metrics"]
+    m = run(cfg(*overrides), tmp_path / "job").metrics
     assert m["finetune_lr"] == pytest.approx(0.05 * 0.25)
 
 
@@ -123,9 +123,9 @@ def test_job_interrupted_in_finetuning_does_not_train_again(cfg, tmp_path, monke
 
     monkeypatch.setattr(stages, "train_loop", no_training)
     resumed = run(cfg(*overrides), tmp_path / "straight")
-    assert resumed["status"] == "completed"
+    assert resumed.status == "completed"
     for key in ("test_acc", "test_acc_before_ft", "best_val_acc"):
-        assert resumed["metrics"][key] == straight["metrics"][key]
+        assert resumed.metrics[key] == straight.metrics[key]
 
 
 def test_clean_only_trains_on_the_clean_pool(cfg, tmp_path, monkeypatch):
@@ -138,7 +138,7 @@ def test_clean_only_trains_on_the_clean_pool(cfg, tmp_path, monkeypatch):
 
     monkeypatch.setattr(stages, "train_loop", spy)
     record = run(cfg("method=clean_only", "method.length=5"), tmp_path / "job")
-    assert record["status"] == "completed"
+    assert record.status == "completed"
     assert seen == {"train": 40, "total": 5}
 
 
@@ -150,16 +150,16 @@ def test_s_model_conf_uses_the_sibling_baseline_else_trains_one(cfg, tmp_path, m
     )
     sweep = tmp_path / "sweep"
     alone = run(cfg("method=s_model_conf"), sweep / "conf_alone")
-    assert alone["status"] == "completed"
+    assert alone.status == "completed"
     assert (sweep / "conf_alone" / "pretrain" / "phase-pretrain.json").exists()
     run(cfg("method=baseline"), sweep / "baseline")
     other_seed = run(cfg("method=baseline", "seed=1"), sweep / "baseline_seed1")
-    assert other_seed["status"] == "completed"
+    assert other_seed.status == "completed"
     paired = run(cfg("method=s_model_conf"), sweep / "conf_paired")
-    assert paired["status"] == "completed"
+    assert paired.status == "completed"
     assert not (sweep / "conf_paired" / "pretrain").exists()
     assert found[0] is None
-    assert found[-1]["output_dir"] == str(sweep / "baseline") and found[-1]["seed"] == 0
+    assert found[-1].output_dir == str(sweep / "baseline") and found[-1].seed == 0
 
 
 @pytest.mark.parametrize(
@@ -175,8 +175,8 @@ def test_s_model_conf_uses_the_sibling_baseline_else_trains_one(cfg, tmp_path, m
 )
 def test_bad_stage_settings_fail_in_one_paragraph(cfg, tmp_path, overrides, needle):
     record = run(cfg(*overrides), tmp_path / "job")
-    assert record["status"] == "failed"
-    assert needle in record["error"] and "\n" not in record["error"]
+    assert record.status == "failed"
+    assert needle in record.error and "\n" not in record.error
 
 
 def test_finetune_stage_does_not_follow_a_selection_pipeline(cfg):

@@ -94,14 +94,14 @@ def test_table1_row_runs_end_to_end(root, tmp_path, table, row):
     cfg = _compose(root, table, f"selector={row}", *ROW_OVERRIDES.get(row, []))
     assert cfg.table_name == table
     record = run(cfg, tmp_path / "job")
-    assert record["status"] == "completed", record["error"]
-    sel = record["selection"]
+    assert record.status == "completed", record.error
+    sel = record.selection
     budget = WARMUP if row == "warmup" else BUDGET
     assert len(sel["meta_indices"]) == len(set(sel["meta_indices"])) == budget
     assert len(sel["warmup_indices"]) == WARMUP
     assert set(sel["warmup_indices"]) <= set(sel["meta_indices"])
     assert [r["round"] for r in sel["rounds"]] == ([0] if row == "warmup" else [0, 1])
-    assert record["data"]["sizes"]["clean"] == budget
-    assert 0.0 <= record["metrics"]["test_acc"] <= 1.0
+    assert record.data["sizes"]["clean"] == budget
+    assert 0.0 <= record.metrics["test_acc"] <= 1.0
     # One warm-up per dataset, computed by the first row that runs and reused by the others.
     assert WARMUPS.setdefault(table, sel["warmup_folder"]) == sel["warmup_folder"]

@@ -260,9 +260,9 @@ def test_selector_checks_use_observed_labels_for_candidates_and_true_ones_for_pi
 def test_a_selection_run_records_the_checks(tiny_cfg, tmp_path, selector):
     cfg = toy(tiny_cfg, tmp_path, f"selector={selector}", "selector.theorem_checks=true")
     record = run(cfg, tmp_path / "job")
-    assert record["status"] == "completed", record["error"]
+    assert record.status == "completed", record.error
     strict_json((tmp_path / "job" / "result.json").read_text())
-    m = record["metrics"]
+    m = record.metrics
     # 598 candidates in the round, the 299 nearest the warm-up's meta samples dropped.
     assert m["theorem2_clustered"] == 299 and 0 <= m["theorem2_stable"] <= 299
     assert m["theorem2_stable_fraction"] == pytest.approx(m["theorem2_stable"] / 299)
@@ -273,15 +273,15 @@ def test_a_selection_run_records_the_checks(tiny_cfg, tmp_path, selector):
     )
     assert 1 <= d_min <= d_q05
     checks = {k: v for k, v in m.items() if k.startswith("theorem")}
-    assert record["selection"]["rounds"][1]["theorem_checks"] == checks
+    assert record.selection["rounds"][1]["theorem_checks"] == checks
     saved = strict_json((tmp_path / "job" / "round-1.json").read_text())
     assert saved["theorem_checks"] == checks
 
 
 def test_checks_are_off_by_default_and_not_an_option_of_gbc(tiny_cfg, tmp_path):
     record = run(toy(tiny_cfg, tmp_path, "selector=rbc"), tmp_path / "job")
-    assert not [k for k in record["metrics"] if k.startswith("theorem")]
-    assert "theorem_checks" not in record["selection"]["rounds"][1]
+    assert not [k for k in record.metrics if k.startswith("theorem")]
+    assert "theorem_checks" not in record.selection["rounds"][1]
     # GBC's schema has no such key, so the config does not compose.
     with pytest.raises(Exception, match="theorem_checks"):
         toy(tiny_cfg, tmp_path, "selector=gbc", "selector.theorem_checks=true")

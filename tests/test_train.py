@@ -23,7 +23,7 @@ def test_short_baseline_run_writes_complete_record(tiny_cfg, tmp_path):
     cfg = tiny_cfg("noise=uniform_flip", "noise.rate=0.4")
     record = run(cfg, tmp_path, ["noise=uniform_flip", "seed=0"])
     on_disk = json.loads((tmp_path / "result.json").read_text())
-    assert on_disk["status"] == record["status"] == "completed"
+    assert on_disk["status"] == record.status == "completed"
     for key in ("config", "overrides", "git_commit", "device", "wall_time_s", "wandb_run_id"):
         assert key in on_disk
     assert 0.0 <= on_disk["metrics"]["test_acc"] <= 1.0
@@ -55,17 +55,17 @@ def test_every_figure2_method_runs(tiny_cfg, tmp_path, method):
         "train.lr=0.05",
     )
     record = run(cfg, tmp_path)
-    assert record["status"] == "completed", record["error"]
-    assert record["metrics"]["steps"] == 6
-    assert record["data"]["clean_class_counts"] == [5, 5]
-    assert sum(record["weights_hist"]["clean"]) > 0
+    assert record.status == "completed", record.error
+    assert record.metrics["steps"] == 6
+    assert record.data["clean_class_counts"] == [5, 5]
+    assert sum(record.weights_hist["clean"]) > 0
 
 
 def test_toy2d_with_mlp_runs(tiny_cfg, tmp_path):
     cfg = tiny_cfg(
         "dataset=toy2d", "model=mlp", "noise=uniform_flip", "noise.rate=0.6", "method=l2rw"
     )
-    assert run(cfg, tmp_path)["status"] == "completed"
+    assert run(cfg, tmp_path).status == "completed"
 
 
 def test_l2rw_looks_ahead_through_the_runs_optimizer_on_request(tiny_cfg, tmp_path):
@@ -77,8 +77,8 @@ def test_l2rw_looks_ahead_through_the_runs_optimizer_on_request(tiny_cfg, tmp_pa
         how: run(tiny_cfg(*common, f"method.lookahead={how}"), tmp_path / how)
         for how in ("sgd", "optimizer")
     }
-    assert all(r["status"] == "completed" for r in records.values())
-    assert records["sgd"]["metrics"] != records["optimizer"]["metrics"]
+    assert all(r.status == "completed" for r in records.values())
+    assert records["sgd"].metrics != records["optimizer"].metrics
     with pytest.raises(ConfigError, match="method.lookahead='adam'"):
         validate(tiny_cfg(*common, "method.lookahead=adam"))
 
@@ -120,14 +120,14 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_cfg, tmp_path, monkeypa
     caplog.clear()
     resumed = run(tiny_cfg(*overrides), tmp_path / "resumed")
     assert saves == [4, 8]
-    assert resumed["status"] == "completed"
+    assert resumed.status == "completed"
     # It resumed from the checkpoint of step 8: this launch made the last 4 steps only.
     assert "Resumed phase train from its checkpoint at step 8 of 12." in caplog.text
     assert phase_launches(caplog.text) == [("train", 8, 4, 12)]
     assert not list((tmp_path / "resumed").glob("checkpoint-train.pt*"))
     for key in ("test_acc", "test_loss", "train_loss", "test_acc_es", "best_step"):
-        assert resumed["metrics"][key] == straight["metrics"][key], key
-    assert resumed["weights_hist"] == straight["weights_hist"]
+        assert resumed.metrics[key] == straight.metrics[key], key
+    assert resumed.weights_hist == straight.weights_hist
     straight_log = (tmp_path / "straight" / "metrics.jsonl").read_text()
     assert (tmp_path / "resumed" / "metrics.jsonl").read_text() == straight_log
 
@@ -143,20 +143,22 @@ def test_completed_job_is_skipped_unless_forced(tiny_cfg, tmp_path, caplog):
     again = run(tiny_cfg(), tmp_path)
     assert "already holds a completed record" in caplog.text
     assert phase_launches(caplog.text) == []  # nothing trained
-    assert again == json.loads(first_record)
+    assert again.to_dict() == json.loads(first_record)
     assert (tmp_path / "result.json").read_bytes() == first_record
 
     caplog.clear()
     forced = run(tiny_cfg("force=true"), tmp_path)
     # Trained again from step 0, the earlier record and metrics moved aside, not deleted.
     assert phase_launches(caplog.text) == [("train", 0, 12, 12)]
-    assert forced["status"] == "completed"
+    assert forced.status == "completed"
     (aside,) = tmp_path.glob(f"{record_module.REPLACED_PREFIX}*")
     assert (aside / "result.json").read_bytes() == first_record
     assert (aside / "metrics.jsonl").read_text() == first_log
-    assert json.loads((tmp_path / "result.json").read_text()) == json.loads(json.dumps(forced))
+    assert json.loads((tmp_path / "result.json").read_text()) == json.loads(
+        json.dumps(forced.to_dict())
+    )
     # The same computation again: the same metrics and evaluations.
-    assert forced["metrics"] == first["metrics"]
+    assert forced.metrics == first.metrics
     assert (tmp_path / "metrics.jsonl").read_text() == first_log
 
 
@@ -234,20 +236,20 @@ def test_wandb_offline_sink_records_one_run_per_job(tiny_cfg, tmp_path):
     pytest.importorskip("wandb")
     cfg = tiny_cfg("logger.wandb.mode=offline", "train.length=2", "train.eval_every=2")
     record = run(cfg, tmp_path, ["seed=0"])
-    assert record["status"] == "completed"
-    assert record["wandb_run_id"]
-    assert list((tmp_path / "wandb").glob(f"offline-run-*-{record['wandb_run_id']}"))
+    assert record.status == "completed"
+    assert record.wandb_run_id
+    assert list((tmp_path / "wandb").glob(f"offline-run-*-{record.wandb_run_id}"))
 
 
 def test_schedule_in_epochs(tiny_cfg, tmp_path):
     record = run(tiny_cfg("train.unit=epochs", "train.length=1", "train.eval_every=100"), tmp_path)
     # 380 training images in batches of 16: 23 steps per epoch (last partial batch dropped).
-    assert record["metrics"]["steps"] == 23
+    assert record.metrics["steps"] == 23
 
 
 def test_divergence_is_recorded(tiny_cfg, tmp_path):
     record = run(tiny_cfg("train.lr=1e30"), tmp_path)
-    assert record["status"] == "diverged"
+    assert record.status == "diverged"
     assert json.loads((tmp_path / "result.json").read_text())["status"] == "diverged"
 
 

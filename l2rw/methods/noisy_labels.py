@@ -33,7 +33,7 @@ from l2rw.methods import METHODS
 from l2rw.methods.context import RunContext
 from l2rw.methods.loop import Batch, StepRule
 from l2rw.methods.reweighting import UniformRule, uniform_weights, weighted_step
-from l2rw.tracking.record import RECORD_NAME, read_record, setting_of
+from l2rw.tracking.record import RECORD_NAME, RunRecord, read_record, setting_of
 
 log = logging.getLogger(__name__)
 TRANSITION = "noise_transition"
@@ -245,31 +245,31 @@ def baseline_confusion(ctx: RunContext) -> Tensor:
     source = ctx.cfg.method.confusion_from
     record = _read_record(Path(source)) if source else _sibling_baseline(ctx)
     if record is not None:
-        confusion = (record.get("metrics") or {}).get(key)
+        confusion = record.metrics.get(key)
         if confusion is None:
             raise UserError(
-                f"The baseline record {record.get('output_dir')} has no metrics.{key}: it was "
+                f"The baseline record {record.output_dir} has no metrics.{key}: it was "
                 "made without a hyper-validation set or by an older version. Re-run the baseline "
                 "with dataset.hyper_val_size > 0, or leave method.confusion_from=null to train "
                 "one inside this job."
             )
-        log.info("S-Model +CONF: confusion of the baseline in %s.", record.get("output_dir"))
+        log.info("S-Model +CONF: confusion of the baseline in %s.", record.output_dir)
         return torch.tensor(confusion)
     return _pretrained_confusion(ctx, key)
 
 
-def _read_record(path: Path) -> dict[str, Any]:
-    path = path / RECORD_NAME if path.is_dir() else path
-    if not path.exists():
+def _read_record(path: Path) -> RunRecord:
+    folder = path if path.is_dir() else path.parent
+    record = read_record(folder) if (folder / RECORD_NAME).exists() else None
+    if record is None:
         raise UserError(
             f"method.confusion_from={path}: no such record. Give the result.json (or the run "
             "folder) of a completed baseline run, or leave it null."
         )
-    record = json.loads(path.read_text())
-    if record.get("status") != "completed" or record.get("method") != "baseline":
+    if record.status != "completed" or record.method != "baseline":
         raise UserError(
-            f"method.confusion_from={path} is a {record.get('status')} run of method "
-            f"{record.get('method')}: +CONF needs a completed baseline run."
+            f"method.confusion_from={path} is a {record.status} run of method "
+            f"{record.method}: +CONF needs a completed baseline run."
         )
     return record
 
@@ -279,7 +279,7 @@ def _setting(config: dict[str, Any]) -> dict[str, Any]:
     return setting_of(config, ignore=("method", "report"))
 
 
-def _sibling_baseline(ctx: RunContext) -> dict[str, Any] | None:
+def _sibling_baseline(ctx: RunContext) -> RunRecord | None:
     """A completed baseline record beside this job (same sweep folder) with the same setting."""
     mine = _setting(OmegaConf.to_container(ctx.cfg, resolve=True))  # type: ignore[arg-type]
     for path in sorted(Path(ctx.run_dir).parent.glob(f"*/{RECORD_NAME}")):
@@ -288,9 +288,10 @@ def _sibling_baseline(ctx: RunContext) -> dict[str, Any] | None:
         except (OSError, json.JSONDecodeError):
             continue
         if (
-            record.get("status") == "completed"
-            and record.get("method") == "baseline"
-            and _setting(record.get("config") or {}) == mine
+            record is not None
+            and record.status == "completed"
+            and record.method == "baseline"
+            and _setting(record.config) == mine
         ):
             return record
     return None

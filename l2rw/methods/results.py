@@ -10,6 +10,8 @@ selection.
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from l2rw.tracking.record import RunRecord
+
 
 @dataclass
 class LoopResult:
@@ -40,11 +42,13 @@ class JobResult:
     # The selection pipeline's rounds, meta samples and diagnostics.
     selection: dict[str, Any] | None = None
 
-    def record_fields(self) -> dict[str, Any]:
-        """The record's keys this result sets, in the record's order."""
-        fields = {"status": self.status, "metrics": self.metrics, "weights_hist": self.weights_hist}
+    def fill(self, record: RunRecord) -> None:
+        """Set the record's fields this result gives."""
+        record.status, record.metrics, record.weights_hist = (
+            self.status,
+            self.metrics,
+            self.weights_hist,
+        )
         if self.data is not None:
-            fields["data"] = self.data
-        if self.selection is not None:
-            fields["selection"] = self.selection
-        return fields
+            record.data = self.data
+        record.selection = self.selection

@@ -82,7 +82,7 @@ def _load(spec: TableSpec, source: str) -> list[Record]:
 
 
 def _data_dir(record: Record) -> object:
-    return config_value(record.data.get("config") or {}, "paths.data_dir")
+    return config_value(record.data.config, "paths.data_dir")
 
 
 def _no_records(spec: TableSpec, options: Options, frame: pd.DataFrame) -> str:

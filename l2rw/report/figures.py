@@ -114,7 +114,7 @@ def weight_histograms(data: FigureData) -> Figure:
     """
     hists = {}
     for run in data.runs:
-        h = run.record.data.get("weights_hist")
+        h = run.record.data.weights_hist
         if not h or not h.get("bins"):
             continue
         clean, flipped = np.asarray(h["clean"], float), np.asarray(h["flipped"], float)
@@ -157,7 +157,7 @@ def confusion(data: FigureData) -> Figure:
     """
     mats = {}
     for run in data.runs:
-        metrics = run.record.data.get("metrics") or {}
+        metrics = run.record.data.metrics
         m = metrics.get("confusion_before_ft") or metrics.get("confusion")
         if m:
             key = (run.row, run.column)
@@ -275,7 +275,7 @@ def toy_boundaries(data: FigureData) -> Figure:
             edgecolors="k",
             linewidths=1,
         )
-        acc = (run.record.data.get("metrics") or {}).get("test_acc")
+        acc = run.record.data.metrics.get("test_acc")
         if acc is not None:
             ax.set_title(
                 f"{ax.get_title()}\ntest acc {100 * acc:.1f}% (seed {run.seed})", fontsize=7

@@ -19,7 +19,7 @@ from l2rw.report.spec import (
     hashable,
     protocol_text,
 )
-from l2rw.tracking.record import is_bookkeeping, override_key
+from l2rw.tracking.record import RunRecord, is_bookkeeping, override_key
 
 
 def records_frame(records: list[Record], spec: TableSpec) -> pd.DataFrame:
@@ -83,7 +83,7 @@ def value_label(spec: TableSpec) -> str:
     return label
 
 
-def record_values(data: dict[str, Any], spec: TableSpec) -> list[tuple[dict[str, Any], str, Any]]:
+def record_values(data: RunRecord, spec: TableSpec) -> list[tuple[dict[str, Any], str, Any]]:
     """The frame rows one record yields, each as (the values of the keys the record itself
     gives rather than its config, the metric's name, the metric as recorded):
 
@@ -95,12 +95,12 @@ def record_values(data: dict[str, Any], spec: TableSpec) -> list[tuple[dict[str,
     - else one, `metrics.<report.metric>`.
     """
     if not spec.per_round:
-        metrics = data.get("metrics") or {}
+        metrics = data.metrics
         return [
             ({STAGE: stage} if stage else {}, name, metrics.get(name))
             for stage, name in spec.metrics()
         ]
-    rounds = (data.get("selection") or {}).get("rounds") or []
+    rounds = (data.selection or {}).get("rounds") or []
     by_size = {r["meta_samples"]: r for r in rounds if isinstance(r, dict) and "meta_samples" in r}
     sizes = list(dict.fromkeys([*(spec.expected.get(ROUNDS) or []), *by_size])) or [None]
     return [({ROUNDS: n}, spec.metric, by_size.get(n, {}).get(spec.metric)) for n in sizes]
@@ -109,7 +109,7 @@ def record_values(data: dict[str, Any], spec: TableSpec) -> list[tuple[dict[str,
 def _row(
     record: Record, spec: TableSpec, own: dict[str, Any], name: str, metric: Any
 ) -> dict[str, Any]:
-    data, config = record.data, record.data.get("config") or {}
+    data, config = record.data, record.data.config
     metric = as_number(metric)
     row = {
         short: own[key] if key in own else hashable(recorded_value(config, key))
@@ -117,20 +117,20 @@ def _row(
     }
     row.update(
         run=record.run,
-        table=data.get("table"),
-        scale=data.get("scale"),
-        seed=data.get("seed"),
-        status=data.get("status"),
-        error=data.get("error"),
+        table=data.table,
+        scale=data.scale,
+        seed=data.seed,
+        status=data.status,
+        error=data.error,
         metric=metric if isinstance(metric, int | float) else math.nan,
         value=reported_value(metric, spec, name),
-        variant=variant(data.get("cell") or [], spec.keys),
+        variant=variant(data.cell, spec.keys),
         **run_protocol(config, spec),
-        git_commit=data.get("git_commit"),
-        device=data.get("device"),
-        wall_time_s=data.get("wall_time_s"),
-        started_at=data.get("started_at"),
-        finished_at=data.get("finished_at"),
+        git_commit=data.git_commit,
+        device=data.device,
+        wall_time_s=data.wall_time_s,
+        started_at=data.started_at,
+        finished_at=data.finished_at,
     )
     return row
 

@@ -3,16 +3,15 @@
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from l2rw.tracking.record import RECORD_NAME, REPLACED_PREFIX
+from l2rw.tracking.record import RECORD_NAME, REPLACED_PREFIX, RunRecord
 
 
 @dataclass(frozen=True)
 class Record:
-    """One run: its record-shaped dict, a printable id, and the folder holding its artifacts."""
+    """One run: its record, a printable id, and the folder holding its artifacts."""
 
-    data: dict[str, Any]
+    data: RunRecord
     # Where it came from, never an absolute path: "<table>/<run dir>" or "wandb:<project>/<id>".
     run: str
     # The run folder (metrics.jsonl, *.npz beside result.json); None for W&B runs.
@@ -32,10 +31,11 @@ def load_local(output_root: Path, table: str) -> list[Record]:
         if any(part.startswith(REPLACED_PREFIX) for part in path.parent.relative_to(root).parts):
             continue
         try:
-            data = json.loads(path.read_text())
-            if not isinstance(data, dict):
+            saved = json.loads(path.read_text())
+            if not isinstance(saved, dict):
                 raise ValueError("not a JSON object")
-        except (OSError, ValueError) as err:
-            data = {"status": "unreadable", "error": f"cannot read {RECORD_NAME}: {err}"}
+            data = RunRecord.from_dict(saved)
+        except (OSError, ValueError, TypeError) as err:
+            data = RunRecord(status="unreadable", error=f"cannot read {RECORD_NAME}: {err}")
         records.append(Record(data, run, path.parent))
     return records

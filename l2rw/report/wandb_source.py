@@ -12,6 +12,7 @@ from typing import Any
 from l2rw.report.frame import as_number
 from l2rw.report.records import Record
 from l2rw.report.spec import ReportError
+from l2rw.tracking.record import RunRecord
 from l2rw.tracking.wandb_group import CELL_KEY, parse_group
 
 
@@ -65,7 +66,7 @@ def run_record(run: Any, path: str) -> Record:
         "started_at": started,
         "finished_at": _plus(started, runtime),
     }
-    return Record(data, f"wandb:{path}/{run.id}", None)
+    return Record(RunRecord.from_dict(data), f"wandb:{path}/{run.id}", None)
 
 
 def _unwrap(config: dict[str, Any]) -> dict[str, Any]:

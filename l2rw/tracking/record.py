@@ -9,6 +9,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -132,12 +133,70 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def read_record(run_dir: Path) -> dict[str, Any] | None:
+@dataclass
+class RunRecord:
+    """A job's record, `result.json`: what ran, where, and what it gave. `to_dict` is the file's
+    content (keys in this order); `from_dict` reads a record of any age (a key it lacks keeps
+    its default, one it does not know is dropped) or one rebuilt from a W&B run."""
+
+    schema_version: int = SCHEMA_VERSION
+    # "completed", "failed", "diverged" (a run), or "unreadable" (a file the report could not
+    # parse).
+    status: str = "failed"
+    error: str | None = None
+    # The reported model's metrics (test_acc, test_acc_es, best_val_acc, steps, ...).
+    metrics: dict[str, Any] = field(default_factory=dict)
+    # The resolved config (unresolved until the run resolved it), the command line's overrides
+    # and the cell they name (the overrides but bookkeeping).
+    config: dict[str, Any] = field(default_factory=dict)
+    overrides: list[str] = field(default_factory=list)
+    cell: list[str] = field(default_factory=list)
+    table: str | None = None
+    scale: str | None = None
+    seed: int | None = None
+    method: str | None = None
+    # The facts of the data the run ended with (sizes, realized noise, class counts).
+    data: dict[str, Any] = field(default_factory=dict)
+    git_commit: str | None = None
+    device: str | None = None
+    wall_time_s: float | None = None
+    wandb_run_id: str | None = None
+    started_at: str | None = None
+    environment: dict[str, Any] = field(default_factory=dict)
+    output_dir: str | None = None
+    # Histograms of the weights of clean and flipped examples; a selection pipeline's rounds.
+    # Written only when set.
+    weights_hist: dict[str, Any] | None = None
+    selection: dict[str, Any] | None = None
+    finished_at: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        saved = asdict(self)
+        for key in OPTIONAL_RECORD_KEYS:
+            if saved[key] is None:
+                del saved[key]
+        return saved
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> "RunRecord":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in saved.items() if k in known})
+
+
+# The record's keys written only when set.
+OPTIONAL_RECORD_KEYS = ("weights_hist", "selection")
+
+
+def read_record(run_dir: Path) -> RunRecord | None:
     path = Path(run_dir) / RECORD_NAME
     if not path.exists():
         return None
     with path.open() as fh:
-        return json.load(fh)
+        return RunRecord.from_dict(json.load(fh))
+
+
+def write_record(run_dir: Path, record: RunRecord) -> None:
+    write_json_atomic(Path(run_dir) / RECORD_NAME, record.to_dict())
 
 
 def git_commit() -> str | None:
