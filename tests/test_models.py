@@ -9,6 +9,7 @@ from torchvision.models import resnet34
 
 from l2rw.errors import ConfigError
 from l2rw.meta import meta_reweight_grad
+from l2rw.meta.passes import math_attention
 from l2rw.models import MODELS, build_model
 from l2rw.selection.features import gbc_features, last_linear, rbc_features
 
@@ -23,6 +24,7 @@ INPUT_SHAPES = {
     "resnet34": (3, 32, 32),
     "resnet34_imagenet": (3, 224, 224),
     "wrn28_10": (3, 32, 32),
+    "vit": (1, 28, 28),
 }
 SMALL = [name for name in MODELS.names() if name != "wrn28_10"]
 # The globally pooled CNNs accept smaller images; 8x8 keeps the float64 AD check fast.
@@ -112,9 +114,10 @@ def test_forward_mode_ad_matches_reverse_mode(name: str) -> None:
     def f(p: dict[str, torch.Tensor]) -> torch.Tensor:
         return functional_call(model, (p, {k: b.clone() for k, b in buffers.items()}), (x,))
 
-    out, out_dot = jvp(f, (params,), (tangents,))
+    with math_attention():  # as in the engines' JVP passes: fused attention has no JVP rule
+        out, out_dot = jvp(f, (params,), (tangents,))
 
-    with forward_ad.dual_level():
+    with forward_ad.dual_level(), math_attention():
         duals = {k: forward_ad.make_dual(p, tangents[k]) for k, p in params.items()}
         dual_out_dot = forward_ad.unpack_dual(f(duals)).tangent
 
@@ -229,3 +232,21 @@ def test_resnet34_imagenet_meta_engine_and_selection_features() -> None:
     assert rbc_features(model, x.float(), y).shape == (4, 10 * 513)
     features, draw = gbc_features(model, x.float(), y, seed=0, return_draw=True)
     assert features.shape[0] == 4 and len(draw.names) >= 1
+
+
+@pytest.mark.parametrize("pool", ["cls", "mean"])
+def test_vit_takes_the_datasets_image_size_and_channels(pool: str) -> None:
+    from conftest import compose_cfg
+
+    cfg = compose_cfg(["dataset=cifar10", "model=vit", f"model.options.pool={pool}"])
+    assert list(cfg.model.input_shape) == [3, 32, 32]
+    model = build_model("vit", 10, **cfg.model.options).eval()
+    assert model.input_shape == (3, 32, 32)
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+        assert model.features(torch.randn(2, 3, 32, 32)).shape == (2, 64)
+
+
+def test_vit_refuses_a_patch_that_does_not_tile_the_image() -> None:
+    with pytest.raises(ConfigError, match="not a multiple of patch_size=5.*dim=30"):
+        build_model("vit", 10, image_size=28, patch_size=5, dim=30, heads=4)

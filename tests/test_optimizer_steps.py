@@ -18,6 +18,7 @@ from l2rw.meta import l2rw_step, l2rw_weights, meta_reweight_grad
 from l2rw.meta.l2rw import ENGINES as L2RW_ENGINES
 from l2rw.meta.optimizer_steps import optimizer_steps
 from l2rw.meta.passes import train_mode
+from l2rw.models import build_model
 
 
 def _layernorm_dropout_net() -> nn.Module:
@@ -316,3 +317,34 @@ def test_l2rw_step_through_the_optimizer_uses_its_lookahead_and_leaves_state_to_
         torch.testing.assert_close(a, b, **CLOSE, msg=name)
     with pytest.raises(ValueError, match="lookahead"):
         l2rw_step(model, opt, x, y, xm, ym, lookahead="adam")
+
+
+def _vit() -> nn.Module:
+    torch.manual_seed(0)
+    return build_model(
+        "vit", 3, image_size=8, in_channels=1, patch_size=4, dim=8, depth=2, heads=2, pool="mean"
+    ).double()
+
+
+@pytest.mark.parametrize("engine", ["fast", "reference"])
+def test_vit_with_adamw_through_both_engines(engine):
+    """Attention in the JVP pass (the fused kernels have no forward-mode rule) and in the
+    reference's second-order backward."""
+    model = _vit().train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    for step in range(2):
+        xp, yp, *_ = _batches(seed=10 + step)
+        opt.zero_grad()
+        F.cross_entropy(model(xp), yp).backward()
+        opt.step()
+    x, y, w, xm, ym = _batches()
+    g = {
+        e: meta_reweight_grad(model, opt, x, y, w, xm, ym, engine=e) for e in ("fast", "reference")
+    }
+    torch.testing.assert_close(g["fast"], g["reference"], **CLOSE)
+    scores = {e: _l2rw_scores(e, model, opt, x, y, xm, ym) for e in ("fast", "reference")}
+    torch.testing.assert_close(scores["fast"], scores["reference"], **CLOSE)
+    weights, _ = l2rw_step(
+        model, opt, x.float().double(), y, xm, ym, engine=engine, lookahead="optimizer"
+    )
+    assert weights.sum() > 0

@@ -83,6 +83,17 @@ def test_l2rw_looks_ahead_through_the_runs_optimizer_on_request(tiny_cfg, tmp_pa
         validate(tiny_cfg(*common, "method.lookahead=adam"))
 
 
+def test_a_vision_transformer_trains_with_l2rw_looking_ahead_through_the_optimizer(
+    tiny_cfg, tmp_path
+):
+    small = ("model.options.dim=8", "model.options.depth=1", "model.options.heads=2")
+    cfg = tiny_cfg(
+        "model=vit", *small, "method=l2rw", "method.lookahead=optimizer", "dataset.clean_size=20"
+    )
+    record = run(cfg, tmp_path)
+    assert record.status == "completed", record.error
+
+
 class Interrupted(Exception):
     pass
 

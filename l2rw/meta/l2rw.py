@@ -17,7 +17,8 @@ is taken at the look-ahead and scaled element by element before the same one JVP
 
 Meta passes run the model in train mode (batch statistics, as the authors did) without updating
 its BatchNorm running statistics (`l2rw.meta.passes`): only the real step updates them. In the
-dual forward BatchNorm's tangent takes three kernels (`l2rw.meta.batchnorm_tangents`).
+dual forward BatchNorm's tangent takes three kernels (`l2rw.meta.batchnorm_tangents`) and
+attention its math path (`l2rw.meta.passes.dual_pass`).
 """
 
 from collections.abc import Callable
@@ -28,9 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from l2rw.meta.batchnorm_tangents import fused_batchnorm_tangents
 from l2rw.meta.optimizer_steps import jvp_direction, lookahead, optimizer_steps
-from l2rw.meta.passes import batch_statistics, train_mode
+from l2rw.meta.passes import batch_statistics, dual_pass, math_attention, train_mode
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -133,12 +133,7 @@ def _direction(model, optimizer, x_val, y_val, loss_fn, val_weight_decay) -> dic
 
 def _fast_scores(model, optimizer, x, y, x_val, y_val, loss_fn, val_weight_decay) -> Tensor:
     g_val = _direction(model, optimizer, x_val, y_val, loss_fn, val_weight_decay)
-    with (
-        torch.no_grad(),
-        fwAD.dual_level(),
-        batch_statistics(model) as buffers,
-        fused_batchnorm_tangents(model),
-    ):
+    with torch.no_grad(), dual_pass(model), batch_statistics(model) as buffers:
         _, scores = _dual_losses(model, x, y, g_val, loss_fn, buffers)
     return scores
 
@@ -148,7 +143,7 @@ def _reference_scores(model, optimizer, x, y, x_val, y_val, loss_fn, val_weight_
     plain SGD (Alg. 1) or a functional copy of `optimizer`'s step."""
     params = _trainable(model)
     eps = torch.zeros(x.shape[0], device=x.device, dtype=x.dtype, requires_grad=True)
-    with batch_statistics(model) as buffers:
+    with batch_statistics(model) as buffers, math_attention():
         out = functional_call(model, (params, buffers), (x,))
         weighted = (eps * loss_fn(out, y)).sum()
         grads = torch.autograd.grad(weighted, list(params.values()), create_graph=True)
@@ -230,7 +225,7 @@ def l2rw_step(
     optimizer.zero_grad(set_to_none=True)
     if engine == "fast" and not _has_active_dropout(model):
         g_val = _direction(model, stepped, x_val, y_val, loss_fn, val_weight_decay)
-        with fwAD.dual_level(), fused_batchnorm_tangents(model):
+        with dual_pass(model):
             losses, scores = _dual_losses(model, x, y, g_val, loss_fn, buffers=None)
         weights = normalize_weights(scores.detach())
     else:

@@ -48,10 +48,9 @@ import torch.autograd.forward_ad as fwAD
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from l2rw.meta.batchnorm_tangents import fused_batchnorm_tangents
 from l2rw.meta.l2rw import LossFn, cross_entropy_per_example
 from l2rw.meta.optimizer_steps import OptimizerStep, jvp_direction, lookahead, optimizer_steps
-from l2rw.meta.passes import batch_statistics, train_mode
+from l2rw.meta.passes import batch_statistics, dual_pass, math_attention, train_mode
 
 
 def _gradients(
@@ -112,12 +111,7 @@ def _fast_grad(
         v = dict(zip(moved, meta_grads, strict=True))
         with torch.no_grad():
             tangents = jvp_direction(rules, params, used, v)
-        with (
-            torch.no_grad(),
-            fwAD.dual_level(),
-            _replaying(rng, x.device),
-            fused_batchnorm_tangents(model),
-        ):
+        with torch.no_grad(), dual_pass(model), _replaying(rng, x.device):
             duals = {n: fwAD.make_dual(params[n], t) for n, t in tangents.items()}
             out = functional_call(model, (duals, buffers), (x,))
             jvp = fwAD.unpack_dual(loss_fn(out, y)).tangent
@@ -137,7 +131,7 @@ def _reference_grad(
     """d L_meta(theta_hat(w)) / d w through an explicit, differentiable optimizer look-ahead."""
     params = dict(model.named_parameters())
     w_leaf = w.detach().clone().requires_grad_()
-    with batch_statistics(model) as buffers:
+    with batch_statistics(model) as buffers, math_attention():
         out = functional_call(model, buffers, (x,))
         train_loss = (w_leaf * loss_fn(out, y)).mean()
         used = _gradients(train_loss, rules, params, create_graph=True)

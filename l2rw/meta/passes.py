@@ -12,8 +12,12 @@ re-weighting step's 4,166 dispatched operations), which on a GPU are kernel laun
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import torch.autograd.forward_ad as fwAD
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.modules.batchnorm import _BatchNorm
+
+from l2rw.meta.batchnorm_tangents import fused_batchnorm_tangents
 
 
 @contextmanager
@@ -40,3 +44,20 @@ def batch_statistics(model: nn.Module) -> Iterator[dict[str, Tensor]]:
     finally:
         for m in norms:
             m.track_running_stats = True
+
+
+@contextmanager
+def math_attention() -> Iterator[None]:
+    """Scaled-dot-product attention on its math path: the fused CPU kernels have neither a
+    forward-mode rule nor a second derivative, which the JVP passes and the reference engines'
+    second-order backward need (everywhere else the fused kernels run as usual)."""
+    with sdpa_kernel([SDPBackend.MATH]):
+        yield
+
+
+@contextmanager
+def dual_pass(model: nn.Module) -> Iterator[None]:
+    """A forward-mode (JVP) pass of `model`: a dual level, BatchNorm's fused tangent kernels
+    (`l2rw.meta.batchnorm_tangents`) and attention's math path."""
+    with fwAD.dual_level(), fused_batchnorm_tangents(model), math_attention():
+        yield

@@ -38,7 +38,7 @@ from torch.func import functional_call
 from l2rw.config.options import MethodConf, choice, needs_meta_set, require
 from l2rw.meta import meta_reweight_grad
 from l2rw.meta.l2rw import LossFn, cross_entropy_per_example
-from l2rw.meta.passes import batch_statistics, train_mode
+from l2rw.meta.passes import batch_statistics, math_attention, train_mode
 from l2rw.methods import METHODS
 from l2rw.methods.context import RunContext
 from l2rw.methods.loop import Batch, StepRule
@@ -80,7 +80,7 @@ def _reference_grad(
     params = dict(model.named_parameters())
     rate = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
     stepped = [n for n, p in params.items() if p.requires_grad and id(p) in rate]
-    with batch_statistics(model) as buffers:
+    with batch_statistics(model) as buffers, math_attention():
         losses = loss_fn(functional_call(model, buffers, (x,)), y)
         train_loss = (net(losses.detach()) * losses).mean()
         grads = torch.autograd.grad(
