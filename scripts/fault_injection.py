@@ -56,7 +56,7 @@ PROTOCOLS = {
         "train.checkpoint_every=2",
         "train.eval_batch_size=64",
         "train.lr=0.05",
-        "+dataset.options.download=false",
+        "dataset.options.download=false",
     ],
     "selection": [
         "dataset=toy2d",

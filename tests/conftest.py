@@ -24,7 +24,7 @@ from l2rw.train import CONF_DIR  # noqa: E402
 TINY = [
     "logger.wandb.mode=disabled",
     "train.progress=false",
-    "+dataset.options.download=false",
+    "dataset.options.download=false",
     "dataset.hyper_val_size=20",
     "train.batch_size=16",
     "train.meta_batch_size=8",

@@ -121,6 +121,14 @@ def test_each_imbalance_schema_holds_exactly_its_function_options():
         assert fields == takes, name
 
 
+def test_each_dataset_schema_holds_exactly_its_loader_options():
+    for name in SOURCES.names():
+        options = SOURCES.schema(name)(name=name).options
+        fields = {f.name for f in dataclasses.fields(options)}
+        takes = set(inspect.signature(SOURCES.get(name)).parameters) - {"root", "train", "verify"}
+        assert fields == takes, name
+
+
 def test_each_model_schema_holds_exactly_its_builder_options():
     for name in MODELS.names():
         options = MODELS.schema(name)().options

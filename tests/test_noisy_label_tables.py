@@ -19,7 +19,7 @@ from l2rw.train import run
 TINY_TABLE = (
     "logger.wandb.mode=disabled",
     "train.progress=false",
-    "+dataset.options.download=false",
+    "dataset.options.download=false",
     "device=cpu",
     "threads=1",
     "dataset.hyper_val_size=20",

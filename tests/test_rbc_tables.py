@@ -13,7 +13,7 @@ from l2rw.data.imbalance import longtail_counts
 from l2rw.data.splits import build_data
 from l2rw.errors import DataError
 
-SMALL = ["dataset.hyper_val_size=20", "+dataset.options.download=false", "paths.verify_data=false"]
+SMALL = ["dataset.hyper_val_size=20", "dataset.options.download=false", "paths.verify_data=false"]
 
 
 @pytest.fixture(scope="module")

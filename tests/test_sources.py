@@ -8,13 +8,12 @@ from urllib.error import URLError
 import numpy as np
 import pytest
 import torch
+from conftest import compose_cfg
 from fakedata import write_cifar10, write_cifar100, write_imagenet10, write_mnist
-from omegaconf import OmegaConf
 from torchvision import datasets
 
 from l2rw.data.sources import SOURCES, load_source, make_toy2d, toy2d_splits
 from l2rw.errors import ConfigError, DataError
-from l2rw.train import CONF_DIR
 
 
 @pytest.fixture(autouse=True)
@@ -195,7 +194,7 @@ IMAGENET10_WNIDS = [
 
 
 def test_imagenet10_config_lists_the_paper_classes():
-    conf = OmegaConf.load(f"{CONF_DIR}/dataset/imagenet10.yaml")
+    conf = compose_cfg(["dataset=imagenet10", "model=resnet34_imagenet"]).dataset
     assert list(conf.options.classes) == IMAGENET10_WNIDS
     assert conf.num_classes == len(IMAGENET10_WNIDS)
 

@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 from conftest import compose_cfg
 from fakedata import write_cifar10, write_imagenet10
-from omegaconf import OmegaConf
 
-from l2rw.train import CONF_DIR, run
+from l2rw.train import run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -49,7 +48,7 @@ ROW_OVERRIDES = {"ta_vaal": ["selector.epochs=1"], "finetune": ["selector.finetu
 TABLES = {
     "rbc_table1_cifar": [
         "noise=uniform_flip",
-        "+dataset.options.download=false",
+        "dataset.options.download=false",
         "paths.verify_data=false",  # the generated files cannot match CIFAR's MD5s
     ],
     "rbc_table1_imagenet10": ["noise=adversarial", "dataset.options.image_size=8"],
@@ -66,7 +65,7 @@ def root(tmp_path_factory) -> Path:
     ImageNet-10 class folders (3 images each in train/ and val/), one output root for all."""
     root = tmp_path_factory.mktemp("table1")
     write_cifar10(root / "data", n_train=20, n_test=30)
-    classes = list(OmegaConf.load(Path(CONF_DIR) / "dataset" / "imagenet10.yaml").options.classes)
+    classes = list(compose_cfg(["dataset=imagenet10"]).dataset.options.classes)
     write_imagenet10(root / "data", n_per_class=3, size=24, classes=classes)
     return root
 

@@ -181,7 +181,7 @@ def _cli(args, tmp_path, data_dir):
         "l2rw.train",
         *args,
         "train.progress=false",
-        "+dataset.options.download=false",
+        "dataset.options.download=false",
         f"hydra.run.dir={tmp_path}",
     ]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)

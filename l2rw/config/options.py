@@ -62,6 +62,55 @@ def needs_meta_set(cfg: DictConfig) -> None:
 
 
 @dataclass
+class DatasetOptions:
+    """A dataset loader's options: each dataset's options subclass it."""
+
+    # Fetch missing files with torchvision where the dataset can be downloaded (false: refuse,
+    # naming them); a dataset that cannot (ImageNet-10, the synthetic toy2d) ignores it.
+    download: bool = True
+
+
+@dataclass
+class DatasetConf:
+    """The base of every dataset option's schema: the data protocol's values, and `options`,
+    the loader's keyword arguments (a dataclass per dataset)."""
+
+    name: str = MISSING
+    num_classes: int = MISSING
+    input_shape: list[int] = MISSING
+    # Pixel scaling: "unit" -> [0, 1], "symmetric" -> [-1, 1], "standard" -> (x - mean) / std.
+    normalize: str = "unit"
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    # Training-time augmentation done on the device: "none" or "crop_flip".
+    augment: str = "none"
+    crop_padding: int = 4
+    # Clean pool with true labels, carved out of the training images (the meta / validation set).
+    clean_size: int = 0
+    clean_balanced: bool = True
+    # Or this many clean images of each class (L2RW BackgroundFlip: "10 clean images per label
+    # class"); null: use clean_size. Setting both is an error.
+    clean_per_class: int | None = None
+    # True: carve the clean pool out of the (imbalanced) training budget (L2RW MNIST);
+    # False: carve it from the full training split before imbalance is applied (MW-Net long tail).
+    clean_from_budget: bool = True
+    # Hyper-validation set for monitoring and early stopping.
+    hyper_val_size: int = 0
+    hyper_val_from: str = "train"  # "train" (L2RW: corrupted like training) or "test" (RBC)
+    hyper_val_noisy: bool = True
+    # RBC / GBC labelling budget (meta samples in all, the warm-up's random ones included) and
+    # the warm-up's random meta samples M0 (Wu et al. 2023, Experiments).
+    rbc_budget: int | None = None
+    rbc_warmup: int | None = None
+    # L2RW BackgroundFlip's background class for trials 1-5 (seeds 0-4), per dataset.
+    background_trial_classes: list[int] | None = None
+    # Limit the training pool (before imbalance / clean split) for cheap runs; null = all.
+    train_subset: int | None = None
+    test_subset: int | None = None
+    options: Any = field(default_factory=DatasetOptions)
+
+
+@dataclass
 class ModelOptions:
     """A model's builder options (none here): each model's options subclass it."""
 

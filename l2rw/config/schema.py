@@ -2,17 +2,17 @@
 
 Registered in Hydra's ConfigStore as ``train_schema`` and pulled in first by ``conf/train.yaml``,
 so a misspelled key or a wrongly typed value fails at compose time with its full key path. Each
-noise, imbalance, model, method, selector, stop and fine-tuning option's schema is registered
-beside its code (`l2rw.registry`); their shared bases are in `l2rw.config.options`.
+dataset, noise, imbalance, model, method, selector, stop and fine-tuning option's schema is
+registered beside its code (`l2rw.registry`); their shared bases are in `l2rw.config.options`.
 """
 
 from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
 
 from l2rw.config.options import (
+    DatasetConf,
     ImbalanceConf,
     MethodConf,
     ModelConf,
@@ -21,43 +21,6 @@ from l2rw.config.options import (
     SelectorConf,
     StopConf,
 )
-
-
-@dataclass
-class DatasetConf:
-    name: str = MISSING
-    num_classes: int = MISSING
-    input_shape: list[int] = MISSING
-    # Pixel scaling: "unit" -> [0, 1], "symmetric" -> [-1, 1], "standard" -> (x - mean) / std.
-    normalize: str = "unit"
-    mean: list[float] | None = None
-    std: list[float] | None = None
-    # Training-time augmentation done on the device: "none" or "crop_flip".
-    augment: str = "none"
-    crop_padding: int = 4
-    # Clean pool with true labels, carved out of the training images (the meta / validation set).
-    clean_size: int = 0
-    clean_balanced: bool = True
-    # Or this many clean images of each class (L2RW BackgroundFlip: "10 clean images per label
-    # class"); null: use clean_size. Setting both is an error.
-    clean_per_class: int | None = None
-    # True: carve the clean pool out of the (imbalanced) training budget (L2RW MNIST);
-    # False: carve it from the full training split before imbalance is applied (MW-Net long tail).
-    clean_from_budget: bool = True
-    # Hyper-validation set for monitoring and early stopping.
-    hyper_val_size: int = 0
-    hyper_val_from: str = "train"  # "train" (L2RW: corrupted like training) or "test" (RBC)
-    hyper_val_noisy: bool = True
-    # RBC / GBC labelling budget (meta samples in all, the warm-up's random ones included) and
-    # the warm-up's random meta samples M0 (Wu et al. 2023, Experiments).
-    rbc_budget: int | None = None
-    rbc_warmup: int | None = None
-    # L2RW BackgroundFlip's background class for trials 1-5 (seeds 0-4), per dataset.
-    background_trial_classes: list[int] | None = None
-    # Limit the training pool (before imbalance / clean split) for cheap runs; null = all.
-    train_subset: int | None = None
-    test_subset: int | None = None
-    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -169,6 +132,7 @@ def register_schemas() -> None:
     """Store the run's schema, and every option's: their modules store them when imported."""
     import l2rw.data.imbalance  # noqa: F401  (imbalance options)
     import l2rw.data.noise  # noqa: F401  (noise options)
+    import l2rw.data.sources  # noqa: F401  (dataset options)
     import l2rw.methods.stages  # noqa: F401  (methods, stop and fine-tuning options)
     import l2rw.models  # noqa: F401  (model options)
     import l2rw.selection.selectors  # noqa: F401  (selector options)

@@ -1,7 +1,9 @@
 """Raw datasets as in-memory uint8 tensors, read from torchvision's on-disk layouts.
 
 A source is one registered function `(root, train, verify, **options) -> RawSource`, `verify`
-being the `VerifyCache` its files are checked with before they are read (None: no checks).
+being the `VerifyCache` its files are checked with before they are read (None: no checks), and
+its `options` the fields of the schema's `options` it is registered with; the schema also holds
+the dataset's protocol values (classes, input shape, normalisation, split sizes, budgets).
 Missing or damaged files end in one `DataError` paragraph (what is expected or wrong, where, how
 to fix), never a torchvision traceback.
 """
@@ -10,7 +12,7 @@ import gzip
 import os
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ import torch
 from torchvision import datasets
 from torchvision.transforms import v2
 
+from l2rw.config.options import DatasetConf, DatasetOptions
 from l2rw.data.verify import (
     VerifyCache,
     verify_archives,
@@ -29,7 +32,69 @@ from l2rw.data.verify import (
 from l2rw.errors import DataError
 from l2rw.registry import Registry
 
-SOURCES = Registry("dataset")
+SOURCES = Registry("dataset", group="dataset")
+
+
+@dataclass
+class MNISTConf(DatasetConf):
+    num_classes: int = 10
+    input_shape: list[int] = field(default_factory=lambda: [1, 28, 28])
+    # MNIST's pixel mean / std, used with normalize=standard (the RBC authors' code normalises
+    # so).
+    mean: list[float] | None = field(default_factory=lambda: [0.1307])
+    std: list[float] | None = field(default_factory=lambda: [0.3081])
+    hyper_val_size: int = 5000
+    # RBC / GBC: 20 meta samples in all, 10 of them drawn at random for the warm-up (the
+    # paper's).
+    rbc_budget: int | None = 20
+    rbc_warmup: int | None = 10
+    options: DatasetOptions = field(default_factory=DatasetOptions)
+
+
+@dataclass
+class FashionMNISTConf(DatasetConf):
+    num_classes: int = 10
+    input_shape: list[int] = field(default_factory=lambda: [1, 28, 28])
+    hyper_val_size: int = 5000
+    # RBC / GBC: as MNIST.
+    rbc_budget: int | None = 20
+    rbc_warmup: int | None = 10
+    options: DatasetOptions = field(default_factory=DatasetOptions)
+
+
+@dataclass
+class CIFARConf(DatasetConf):
+    input_shape: list[int] = field(default_factory=lambda: [3, 32, 32])
+    # The L2RW authors': [0, 1] -> [-1, 1], pad 2, crop 32, horizontal flip.
+    normalize: str = "symmetric"
+    augment: str = "crop_flip"
+    crop_padding: int = 2
+    # L2RW UniformFlip's 1,000 clean images; protocol=l2rw_background sets 10 per class instead.
+    clean_size: int = 1000
+    hyper_val_size: int = 5000
+    options: DatasetOptions = field(default_factory=DatasetOptions)
+
+
+@dataclass
+class CIFAR10Conf(CIFARConf):
+    num_classes: int = 10
+    # L2RW Table 2 (BackgroundFlip): the background class of trials 1-5.
+    background_trial_classes: list[int] | None = field(default_factory=lambda: [0, 1, 3, 5, 7])
+    # RBC / GBC: 50 meta samples in all, 10 of them drawn at random for the warm-up (the
+    # paper's).
+    rbc_budget: int | None = 50
+    rbc_warmup: int | None = 10
+
+
+@dataclass
+class CIFAR100Conf(CIFARConf):
+    num_classes: int = 100
+    background_trial_classes: list[int] | None = field(default_factory=lambda: [7, 12, 41, 62, 85])
+    # RBC / GBC: 200 meta samples in all, 50 of them drawn at random for the warm-up (the
+    # paper's).
+    rbc_budget: int | None = 200
+    rbc_warmup: int | None = 50
+
 
 _FIX = (
     "Fix: set paths.data_dir=... (or the DATA_DIR environment variable) to a folder that holds "
@@ -142,14 +207,14 @@ def _mnist_like(
     )
 
 
-@SOURCES.register("mnist")
+@SOURCES.register("mnist", schema=MNISTConf)
 def _mnist(
     root: Path | None, train: bool, verify: VerifyCache | None, download: bool = True
 ) -> RawSource:
     return _mnist_like("mnist", datasets.MNIST, root, train, verify, download)
 
 
-@SOURCES.register("fashion_mnist")
+@SOURCES.register("fashion_mnist", schema=FashionMNISTConf)
 def _fashion_mnist(
     root: Path | None, train: bool, verify: VerifyCache | None, download: bool = True
 ) -> RawSource:
@@ -203,14 +268,14 @@ def _cifar(
     )
 
 
-@SOURCES.register("cifar10")
+@SOURCES.register("cifar10", schema=CIFAR10Conf)
 def _cifar10(
     root: Path | None, train: bool, verify: VerifyCache | None, download: bool = True
 ) -> RawSource:
     return _cifar("cifar10", _CIFAR10, datasets.CIFAR10, root, train, verify, download)
 
 
-@SOURCES.register("cifar100")
+@SOURCES.register("cifar100", schema=CIFAR100Conf)
 def _cifar100(
     root: Path | None, train: bool, verify: VerifyCache | None, download: bool = True
 ) -> RawSource:
@@ -244,7 +309,66 @@ def _missing_classes_error(base: Path, folder: Path, listed: list[str], missing:
     )
 
 
-@SOURCES.register("imagenet10")
+# The ten classes of the RBC paper's ImageNet-10 (Chang et al. 2017; Li et al. 2021), by
+# WordNet id.
+IMAGENET10_CLASSES = [
+    "n02056570",  # king penguin
+    "n02085936",  # Maltese dog
+    "n02128757",  # snow leopard
+    "n02690373",  # airliner
+    "n02692877",  # airship
+    "n03095699",  # container ship
+    "n04254680",  # soccer ball
+    "n04285008",  # sports car
+    "n04467665",  # trailer truck
+    "n07747607",  # orange
+]
+
+
+@dataclass
+class ImageNet10Options(DatasetOptions):
+    # The tree's root; null: ${paths.data_dir}/imagenet10.
+    path: str | None = None
+    # Images are resized (shorter side) and centre-cropped to this size when loaded.
+    image_size: int = 32
+    # Only these class folders are read, in this order (label = position); other folders under
+    # train/ and val/ are ignored, so a whole ImageNet tree works too. null: every folder
+    # found, in sorted order.
+    classes: list[str] | None = field(default_factory=lambda: list(IMAGENET10_CLASSES))
+
+
+@dataclass
+class ImageNet10Conf(DatasetConf):
+    """An ImageFolder tree at ${paths.data_dir}/imagenet10/{train,val}/<class>/ (or
+    options.path), each class folder named by its WordNet id. The RBC paper's ImageNet-10 (Wu et
+    al. 2023, "produced by following Li et al. 2021") is the 10-class ImageNet subset of Chang
+    et al. 2017 (DAC) that Contrastive Clustering uses: ImageNet's 1,300 training images of each
+    class under train/, and for testing its 50 validation images of each class sorted into the
+    same folder names under val/."""
+
+    num_classes: int = 10
+    input_shape: list[int] = field(
+        default_factory=lambda: [
+            3,
+            "${dataset.options.image_size}",
+            "${dataset.options.image_size}",
+        ]
+    )
+    # ImageNet's channel mean / std, the input torchvision's pretrained ResNet-34 expects.
+    normalize: str = "standard"
+    mean: list[float] | None = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list[float] | None = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    augment: str = "crop_flip"
+    hyper_val_from: str = "test"
+    hyper_val_noisy: bool = False
+    # RBC / GBC: 50 meta samples in all, 10 of them drawn at random for the warm-up (the
+    # paper's).
+    rbc_budget: int | None = 50
+    rbc_warmup: int | None = 10
+    options: ImageNet10Options = field(default_factory=ImageNet10Options)
+
+
+@SOURCES.register("imagenet10", schema=ImageNet10Conf)
 def _imagenet10(
     root: Path | None,
     train: bool,
@@ -252,11 +376,12 @@ def _imagenet10(
     path: str | os.PathLike | None = None,
     image_size: int = 32,
     classes: Sequence[str] | None = None,
+    download: bool = True,
 ) -> RawSource:
     """ImageFolder tree `<path or root/imagenet10>/{train,val}/<class>/<image>`, resized to fit
     in memory as uint8 [N, 3, S, S] (shorter side to S, then a centre crop). `classes`: the class
     folders to read, in order (label = position in the list), others ignored; None: every folder,
-    sorted."""
+    sorted. `download` is ignored: ImageNet cannot be downloaded automatically."""
     base = Path(path) if path is not None else _require_root("imagenet10", root) / "imagenet10"
     folder = base / ("train" if train else "val")
     transform = v2.Compose(
@@ -328,11 +453,42 @@ def toy2d_splits(seed: int = 0, std: float = 0.35) -> dict[str, tuple[torch.Tens
     return splits
 
 
-@SOURCES.register("toy2d")
+@dataclass
+class Toy2DOptions(DatasetOptions):
+    # The draw of the points and their split (default: the run's seed), and the Gaussians' std.
+    seed: int = "${seed}"  # type: ignore[assignment]
+    std: float = 0.35
+
+
+@dataclass
+class Toy2DConf(DatasetConf):
+    """RBC paper, Figure 1: four Gaussians, 600 train / 240 test / 160 validation."""
+
+    num_classes: int = 2
+    input_shape: list[int] = field(default_factory=lambda: [2])
+    normalize: str = "none"
+    clean_size: int = 6
+    clean_balanced: bool = False
+    hyper_val_size: int = 160
+    hyper_val_from: str = "test"
+    hyper_val_noisy: bool = False
+    # RBC / GBC: 6 meta samples in all, 2 of them drawn at random for the warm-up (Figure 1: 6
+    # cleaned meta samples; 2 of them the random warm-up).
+    rbc_budget: int | None = 6
+    rbc_warmup: int | None = 2
+    options: Toy2DOptions = field(default_factory=Toy2DOptions)
+
+
+@SOURCES.register("toy2d", schema=Toy2DConf)
 def _toy2d(
-    root: Path | None, train: bool, verify: VerifyCache | None, seed: int = 0, std: float = 0.35
+    root: Path | None,
+    train: bool,
+    verify: VerifyCache | None,
+    seed: int = 0,
+    std: float = 0.35,
+    download: bool = True,
 ) -> RawSource:
-    """Synthetic, so `root` and `verify` are unused; the 160 validation points come from
+    """Synthetic, so `root`, `verify` and `download` are unused; the 160 validation points come from
     `toy2d_splits`."""
     x, y = toy2d_splits(seed, std)["train" if train else "test"]
     return RawSource(x=x, y=y, num_classes=2, classes=["lower", "upper"])

@@ -121,7 +121,7 @@ def _load(cfg: DictConfig) -> tuple[RawSource, RawSource, RawSource | None]:
     """Training and test sources; toy2d brings its own fixed validation split."""
     data_dir, name, options = cfg.paths.data_dir, cfg.dataset.name, dict(cfg.dataset.options)
     if name == "toy2d":
-        parts = toy2d_splits(int(options.get("seed", cfg.seed)))
+        parts = toy2d_splits(int(options["seed"]), float(options["std"]))
         return tuple(RawSource(x, y, 2, ["0", "1"]) for x, y in parts.values())  # train, test, val
     verify = {
         "verify": cfg.paths.verify_data,
