@@ -67,7 +67,19 @@ def validation_gradient(
 ) -> dict[str, Tensor]:
     """grad of the mean validation loss at the current parameters, in train mode, with batch
     statistics and no update of the running ones."""
-    params = _trainable(model)
+    return _gradient_at(model, _trainable(model), x_val, y_val, loss_fn, val_weight_decay)
+
+
+def _gradient_at(
+    model: nn.Module,
+    params: dict[str, Tensor],
+    x_val: Tensor,
+    y_val: Tensor,
+    loss_fn: LossFn,
+    val_weight_decay: float,
+) -> dict[str, Tensor]:
+    """grad of the mean validation loss at `params` (leaves that require grad), plus the
+    authors' kernel decay when asked."""
     with batch_statistics(model) as buffers:
         out = functional_call(model, (params, buffers), (x_val,))
         grads = torch.autograd.grad(loss_fn(out, y_val).mean(), list(params.values()))
@@ -96,13 +108,7 @@ def lookahead_direction(
         name: p.requires_grad_()
         for name, p in {**params, **lookahead(steps, params, zeros)}.items()
     }
-    with batch_statistics(model) as buffers:
-        out = functional_call(model, (moved, buffers), (x_val,))
-        grads = torch.autograd.grad(loss_fn(out, y_val).mean(), list(moved.values()))
-    g_val = dict(zip(moved, grads, strict=True))
-    if val_weight_decay:
-        decay = _kernel_decay(moved, val_weight_decay)
-        g_val = {name: g + decay[name] for name, g in g_val.items()}
+    g_val = _gradient_at(model, moved, x_val, y_val, loss_fn, val_weight_decay)
     with torch.no_grad():
         return {**zeros, **jvp_direction(steps, params, zeros, g_val)}
 
