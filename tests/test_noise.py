@@ -186,6 +186,22 @@ def test_real_csv_and_txt(tmp_path, full_labels, subset):
         real(np.zeros(len(subset), dtype=int), subset, path=tmp_path / "labels.csv", key="worse")
 
 
+def test_real_csv_with_an_index_puts_each_label_at_its_position(tmp_path, full_labels, subset):
+    order = np.random.default_rng(1).permutation(len(full_labels))
+    rows = [f"{i},{full_labels[i]}" for i in order]
+    (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
+    out = real(np.zeros(len(subset), dtype=int), subset, path=tmp_path / "pairs.csv")
+    assert np.array_equal(out, full_labels[subset])
+    named = [f"{(full_labels[i] + 1) % K},{i}" for i in order]
+    (tmp_path / "named.csv").write_text("\n".join(["noisy,index", *named]) + "\n")
+    out = real(np.zeros(len(subset), dtype=int), subset, path=tmp_path / "named.csv")
+    assert np.array_equal(out, (full_labels[subset] + 1) % K)
+    rows[3] = rows[4]  # one position twice, another missing
+    (tmp_path / "bad.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=r"exactly once \(repeated: \[\d+\]; missing: \[\d+\]"):
+        real(np.zeros(len(subset), dtype=int), subset, path=tmp_path / "bad.csv")
+
+
 def test_real_pt_like_cifar_n(tmp_path, full_labels, subset):
     # CIFAR-N's CIFAR-10_human.pt: a dict of numpy arrays saved with torch.save.
     label_sets = {

@@ -242,9 +242,16 @@ CIFAR_N_HINT = (
 )
 
 
+# A label file's column that gives each row's position in the training set.
+INDEX_COLUMN = "index"
+
+
 def _read_label_file(path: Path) -> np.ndarray | dict[str, np.ndarray]:
-    """Labels from .npy, .csv/.txt (one per line, or a header row naming columns) or .pt (an
-    array, or a dict of arrays such as CIFAR-N's)."""
+    """Labels from .npy, .csv/.txt or .pt (an array, or a dict of arrays such as CIFAR-N's).
+
+    A .csv / .txt holds one label per line; or two columns `index,label` (no header); or a
+    header row naming its columns, one of which may be `index`. Rows with an index may come in
+    any order: the labels are put at their positions."""
     suffix = path.suffix.lower()
     if suffix == ".npy":
         return np.load(path, allow_pickle=False)
@@ -254,8 +261,14 @@ def _read_label_file(path: Path) -> np.ndarray | dict[str, np.ndarray]:
         if first and not first.split(",")[0].lstrip("-").isdigit():
             with open(path, newline="") as f:
                 rows = list(csv.DictReader(f))
-            return {k: np.array([r[k] for r in rows]) for k in rows[0]}
-        return np.loadtxt(path, dtype=np.int64, ndmin=1)
+            columns = {k: np.array([r[k] for r in rows]) for k in rows[0]}
+            if INDEX_COLUMN in columns:
+                return _by_index(path, columns.pop(INDEX_COLUMN).astype(np.int64), columns)
+            return columns
+        table = np.loadtxt(path, dtype=np.int64, delimiter=",", ndmin=2)
+        if table.shape[1] == 2:
+            return _by_index(path, table[:, 0], {"label": table[:, 1]})["label"]
+        return table.reshape(-1)
     if suffix == ".pt":
         # CIFAR-N's files hold numpy arrays (saved under numpy 1, whose module names differ from
         # numpy 2's): allow exactly what an array needs instead of unpickling arbitrary code.
@@ -269,6 +282,25 @@ def _read_label_file(path: Path) -> np.ndarray | dict[str, np.ndarray]:
             return {str(k): np.asarray(v) for k, v in obj.items()}
         return np.asarray(obj)
     raise DataError(f"{path}: unsupported label file type '{suffix}'; use .npy, .csv, .txt or .pt.")
+
+
+def _by_index(
+    path: Path, index: np.ndarray, columns: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """The columns' rows put at the positions `index` gives, which must be 0 .. N-1, each once."""
+    n = len(index)
+    seen = np.bincount(index[(index >= 0) & (index < n)], minlength=n)
+    if len(index) and (seen.max() > 1 or seen.min() == 0):
+        repeated = np.flatnonzero(seen > 1)[:3].tolist()
+        missing = np.flatnonzero(seen == 0)[:3].tolist()
+        raise DataError(
+            f"noise 'real': the index column of {path} must list each training position 0.."
+            f"{n - 1} exactly once (repeated: {repeated or 'none'}; missing: "
+            f"{missing or 'none'}). Write one row per training example, its position in the "
+            "dataset's training split first, then its label."
+        )
+    order = np.argsort(index, kind="stable")
+    return {k: v[order] for k, v in columns.items()}
 
 
 def _label_set(
@@ -304,8 +336,9 @@ def _label_set(
 
 @dataclass
 class RealConf(NoiseConf):
-    """Labels read from a file indexing the full training split (.npy, .csv, or a CIFAR-N .pt
-    dict); `rate` is not read."""
+    """Labels read from a file indexing the full training split (.npy; .csv / .txt with one
+    label per line, `index,label` rows or named columns; or a CIFAR-N .pt dict); `rate` is not
+    read."""
 
     path: str | None = None
     # The file's label set to use (a .pt dict's key, a .csv column).
