@@ -251,6 +251,12 @@ def test_rejects_other_optimizers_and_engines():
     model, opt, x, y, w, xm, ym = _setup("bn_cnn", "sgd")
     with pytest.raises(ConfigError, match="LBFGS.*SGD.*Adam and AdamW.*RMSprop.*Adagrad"):
         meta_reweight_grad(model, torch.optim.LBFGS(model.parameters()), x, y, w, xm, ym)
+
+    class CustomAdam(torch.optim.Adam):
+        """A subclass may change step(): its look-ahead cannot be assumed to be Adam's."""
+
+    with pytest.raises(ConfigError, match="CustomAdam"):
+        meta_reweight_grad(model, CustomAdam(model.parameters()), x, y, w, xm, ym)
     with pytest.raises(ValueError, match="none of the model"):
         meta_reweight_grad(model, torch.optim.SGD(nn.Linear(2, 2).parameters()), x, y, w, xm, ym)
     with pytest.raises(ValueError, match="engine"):
