@@ -18,7 +18,11 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
+from omegaconf.errors import (
+    InterpolationKeyError,
+    InterpolationResolutionError,
+    MissingMandatoryValue,
+)
 
 from l2rw.config import CONF_DIR, prepare
 from l2rw.config.validate import validate
@@ -58,6 +62,13 @@ def resolved(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(
             f"The setting {err.full_key} has no value but this run needs one: pass "
             f"{err.full_key}=... on the command line."
+        ) from None
+    except InterpolationKeyError as err:
+        raise ConfigError(
+            f"The setting {err.full_key} is taken from another setting that this combination of "
+            f"options does not have ({str(err).splitlines()[0]}): the options do not fit "
+            "together (e.g. model=vit reads its image size from an image dataset's input_shape). "
+            f"Choose options that do, or set {err.full_key}=... yourself."
         ) from None
     except InterpolationResolutionError as err:
         cause = err.__cause__ or err.__context__

@@ -94,6 +94,14 @@ def test_a_vision_transformer_trains_with_l2rw_looking_ahead_through_the_optimiz
     assert record.status == "completed", record.error
 
 
+def test_options_that_do_not_fit_together_fail_in_one_paragraph(tiny_cfg, tmp_path):
+    """A ViT takes its image size from an image dataset: on the 2-D toy data the record says
+    which setting cannot be filled in, rather than a traceback."""
+    record = run(tiny_cfg("model=vit", "dataset=toy2d"), tmp_path)
+    assert record.status == "failed"
+    assert "model.options.image_size" in record.error and "do not fit" in record.error
+
+
 class Interrupted(Exception):
     pass
 
