@@ -1,4 +1,8 @@
-"""Small models shared by the meta-gradient tests, in float64, and the devices to test on."""
+"""Small models shared by the meta-gradient tests, in float64, the devices to test on, and the
+independent computations the engines are checked against (the real optimizer's step, finite
+differences)."""
+
+import copy
 
 import pytest
 import torch
@@ -41,3 +45,31 @@ DEVICES = [
     "cpu",
     pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")),
 ]
+
+
+def real_lookahead(model: nn.Module, opt: torch.optim.Optimizer, x, y, w) -> nn.Module:
+    """theta_hat by the real optimizer's step on mean_i(w_i l_i), on deep copies of model and
+    optimizer (train mode)."""
+    model_hat, opt_hat = copy.deepcopy((model, opt))
+    model_hat.train()
+    opt_hat.zero_grad()
+    (w * F.cross_entropy(model_hat(x), y, reduction="none")).mean().backward()
+    opt_hat.step()
+    return model_hat
+
+
+def meta_loss_after_step(model, opt, x, y, w, xm, ym) -> torch.Tensor:
+    """The mean meta loss (train mode) at the real optimizer's look-ahead."""
+    model_hat = real_lookahead(model, opt, x, y, w)
+    with torch.no_grad():
+        return F.cross_entropy(model_hat(xm), ym)
+
+
+def central_differences(f, w: torch.Tensor, h: float) -> torch.Tensor:
+    """(f(w + h e_i) - f(w - h e_i)) / 2h for every i."""
+    out = []
+    for i in range(len(w)):
+        e = torch.zeros_like(w)
+        e[i] = h
+        out.append((f(w + e) - f(w - e)) / (2 * h))
+    return torch.stack(out)

@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from nets import bn_net, lenet
+from nets import bn_net, central_differences, lenet, meta_loss_after_step, real_lookahead
 from torch import nn
 
 from l2rw.errors import ConfigError
@@ -79,20 +79,10 @@ def _ce(logits, y):
     return F.cross_entropy(logits, y, reduction="none")
 
 
-def _real_lookahead(model, opt, x, y, w):
-    """theta_hat by the real optimizer, on deep copies of model and optimizer."""
-    model_hat, opt_hat = copy.deepcopy((model, opt))
-    model_hat.train()
-    opt_hat.zero_grad()
-    (w * _ce(model_hat(x), y)).mean().backward()
-    opt_hat.step()
-    return model_hat
-
-
 def _loop_grad(model, opt, x, y, w, xm, ym, cs):
     """-(lr c / B) <grad L_meta(theta_hat), grad l_i(theta)>, per-example gradients in a loop,
     each through the whole batch's forward (BatchNorm couples the examples)."""
-    model_hat = _real_lookahead(model, opt, x, y, w)
+    model_hat = real_lookahead(model, opt, x, y, w)
     v = torch.autograd.grad(F.cross_entropy(model_hat(xm), ym), list(model_hat.parameters()))
     scale = {
         id(p): g["lr"] * c for g, c in zip(opt.param_groups, cs, strict=True) for p in g["params"]
@@ -106,12 +96,6 @@ def _loop_grad(model, opt, x, y, w, xm, ym, cs):
         grads = torch.autograd.grad(losses[i], params, retain_graph=True)
         g.append(-sum(s * (a * b).sum() for s, a, b in zip(scales, v, grads, strict=True)))
     return torch.stack(g) / len(x)
-
-
-def _meta_loss_after_step(model, opt, x, y, w, xm, ym):
-    model_hat = _real_lookahead(model, opt, x, y, w)
-    with torch.no_grad():
-        return F.cross_entropy(model_hat(xm), ym)
 
 
 CLOSE = dict(rtol=1e-7, atol=1e-12)
@@ -146,16 +130,9 @@ def test_fast_equals_reference_on_gpu(model_name):
 @pytest.mark.parametrize("model_name", list(MODELS))
 def test_equals_finite_differences_through_the_real_optimizer(model_name, opt_name):
     model, opt, x, y, w, xm, ym = _setup(model_name, opt_name)
-    h = 1e-4
-    fd = []
-    for i in range(len(x)):
-        e = torch.zeros_like(w)
-        e[i] = h
-        plus = _meta_loss_after_step(model, opt, x, y, w + e, xm, ym)
-        minus = _meta_loss_after_step(model, opt, x, y, w - e, xm, ym)
-        fd.append((plus - minus) / (2 * h))
+    fd = central_differences(lambda v: meta_loss_after_step(model, opt, x, y, v, xm, ym), w, 1e-4)
     fast = meta_reweight_grad(model, opt, x, y, w, xm, ym)
-    torch.testing.assert_close(fast, torch.stack(fd), rtol=1e-5, atol=1e-9)
+    torch.testing.assert_close(fast, fd, rtol=1e-5, atol=1e-9)
 
 
 @pytest.mark.parametrize("engine", ["fast", "reference"])
