@@ -39,15 +39,18 @@ SETTINGS = [
 ]
 
 
-def sgd_step(model, optimizer, x, y, x_val, y_val):
+def plain_step(model, optimizer, x, y, x_val, y_val):
+    """The optimizer's own step on the mean loss (the ratios' denominator)."""
     optimizer.zero_grad(set_to_none=True)
     F.cross_entropy(model(x), y).backward()
     optimizer.step()
 
 
-def l2rw_engine(engine: str):
+def l2rw_engine(engine: str, lookahead: str = "sgd"):
+    """L2RW's step; `lookahead="optimizer"`: through one step of the run's optimizer."""
+
     def step(model, optimizer, x, y, x_val, y_val):
-        l2rw_step(model, optimizer, x, y, x_val, y_val, engine=engine)
+        l2rw_step(model, optimizer, x, y, x_val, y_val, engine=engine, lookahead=lookahead)
 
     return step
 
@@ -76,7 +79,7 @@ def mwnet_engine(engine: str):
 
 
 STEPS = {
-    "sgd": sgd_step,
+    "sgd": plain_step,
     "reference": l2rw_engine("reference"),
     "fast": l2rw_engine("fast"),
     "meta_reweight_reference": meta_reweight_engine("reference"),
@@ -86,7 +89,7 @@ STEPS = {
 }
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -109,10 +112,10 @@ def bench(name, shape, k, batch, val_batch, repeats, warmup, device) -> list[dic
     times = {engine: [] for engine in STEPS}
     for i in range(warmup + repeats):
         for engine, step in STEPS.items():
-            _sync(device)
+            sync(device)
             start = time.perf_counter()
             step(model, optimizer, *batches)
-            _sync(device)
+            sync(device)
             if i >= warmup:
                 times[engine].append(1000 * (time.perf_counter() - start))
     sgd = statistics.median(times["sgd"])

@@ -31,36 +31,16 @@ import time
 
 import torch
 import torch.nn.functional as F
+from bench_meta_step import l2rw_engine, meta_reweight_engine, plain_step, sync
 from torch.func import functional_call
 
-from l2rw.meta import l2rw_step, meta_reweight_step, normalize_weights
+from l2rw.meta import normalize_weights
 from l2rw.meta.passes import math_attention
 from l2rw.models import build_model
 from l2rw.tracking.record import device_description
 
 SHAPE, CLASSES, BATCH, META_BATCH = (1, 28, 28), 10, 100, 100
 ADAMW = dict(lr=1e-3, weight_decay=0.05)
-
-
-def plain_step(model, optimizer, x, y, x_val, y_val):
-    optimizer.zero_grad(set_to_none=True)
-    F.cross_entropy(model(x), y).backward()
-    optimizer.step()
-
-
-def l2rw_engine(engine: str):
-    def step(model, optimizer, x, y, x_val, y_val):
-        l2rw_step(model, optimizer, x, y, x_val, y_val, engine=engine, lookahead="optimizer")
-
-    return step
-
-
-def meta_reweight_engine(engine: str):
-    def step(model, optimizer, x, y, x_val, y_val):
-        w = torch.full((x.shape[0],), 0.5, device=x.device)
-        meta_reweight_step(model, optimizer, x, y, w, x_val, y_val, meta_lr=1.0, engine=engine)
-
-    return step
 
 
 def _weighted_step(model, optimizer, x, y, eps_grad):
@@ -134,16 +114,11 @@ def _setup(optimizer_class, device):
     return model, optimizer, (x, y, x_val, y_val)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def bench(repeats: int, warmup: int, device: torch.device) -> list[dict]:
     steps = {
         "adamw": (torch.optim.AdamW, plain_step),
-        "l2rw_fast": (torch.optim.AdamW, l2rw_engine("fast")),
-        "l2rw_reference": (torch.optim.AdamW, l2rw_engine("reference")),
+        "l2rw_fast": (torch.optim.AdamW, l2rw_engine("fast", "optimizer")),
+        "l2rw_reference": (torch.optim.AdamW, l2rw_engine("reference", "optimizer")),
         "meta_reweight_fast": (torch.optim.AdamW, meta_reweight_engine("fast")),
         "meta_reweight_reference": (torch.optim.AdamW, meta_reweight_engine("reference")),
         "torchopt_l2rw": (torch.optim.AdamW, torchopt_l2rw()),
@@ -158,10 +133,10 @@ def bench(repeats: int, warmup: int, device: torch.device) -> list[dict]:
     for i in range(warmup + repeats):
         for name, (cls, step) in steps.items():
             model, optimizer = copies[name]
-            _sync(device)
+            sync(device)
             start = time.perf_counter()
             step(model, optimizer, *states[cls][2])
-            _sync(device)
+            sync(device)
             if i >= warmup:
                 times[name].append(1000 * (time.perf_counter() - start))
     medians = {name: statistics.median(t) for name, t in times.items()}
