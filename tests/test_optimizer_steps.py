@@ -153,7 +153,9 @@ def test_descent_is_minus_the_steps_diagonal_jacobian(opt_name, zero):
         gs = [grads[n].clone().requires_grad_() for n in rule.names]
         moved = rule.lookahead(ps, gs, at)
         diagonal = torch.autograd.grad(sum(t.sum() for t in moved), gs)
-        descent = rule.descent(ps, [g.detach() for g in gs], at)
+        same, descent = rule.lookahead_with_descent(ps, [g.detach() for g in gs], at)
+        for a, b in zip(same, moved, strict=True):
+            torch.testing.assert_close(a, b.detach(), rtol=0, atol=0)
         for name, d, e in zip(
             rule.names,
             diagonal,

@@ -29,7 +29,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from l2rw.meta.optimizer_steps import jvp_direction, lookahead, optimizer_steps
+from l2rw.meta.optimizer_steps import (
+    jvp_direction,
+    lookahead,
+    lookahead_with_descent,
+    optimizer_steps,
+)
 from l2rw.meta.passes import batch_statistics, dual_pass, math_attention, train_mode
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -104,13 +109,11 @@ def lookahead_direction(
     steps = optimizer_steps(model, optimizer)
     params = {name: p.detach() for name, p in _trainable(model).items()}
     zeros = {name: torch.zeros_like(p) for name, p in params.items()}
-    moved = {
-        name: p.requires_grad_()
-        for name, p in {**params, **lookahead(steps, params, zeros)}.items()
-    }
+    stepped, descents = lookahead_with_descent(steps, params, zeros)
+    moved = {name: p.requires_grad_() for name, p in {**params, **stepped}.items()}
     g_val = _gradient_at(model, moved, x_val, y_val, loss_fn, val_weight_decay)
     with torch.no_grad():
-        return {**zeros, **jvp_direction(steps, params, zeros, g_val)}
+        return {**zeros, **jvp_direction(descents, g_val)}
 
 
 def _dual_losses(

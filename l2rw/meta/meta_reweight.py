@@ -49,7 +49,13 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from l2rw.meta.l2rw import LossFn, cross_entropy_per_example
-from l2rw.meta.optimizer_steps import OptimizerStep, jvp_direction, lookahead, optimizer_steps
+from l2rw.meta.optimizer_steps import (
+    OptimizerStep,
+    jvp_direction,
+    lookahead,
+    lookahead_with_descent,
+    optimizer_steps,
+)
 from l2rw.meta.passes import batch_statistics, dual_pass, math_attention, train_mode
 
 
@@ -102,7 +108,8 @@ def _fast_grad(
     params = dict(model.named_parameters())
     used = _gradients((w * losses).mean(), rules, params, retain_graph=True)
     with torch.no_grad():
-        moved = {n: p.requires_grad_() for n, p in lookahead(rules, params, used).items()}
+        moved, descents = lookahead_with_descent(rules, params, used)
+        moved = {n: p.requires_grad_() for n, p in moved.items()}
     with batch_statistics(model) as buffers:
         out_meta = functional_call(model, (moved, buffers), (x_meta,))
         meta_grads = torch.autograd.grad(
@@ -110,7 +117,7 @@ def _fast_grad(
         )
         v = dict(zip(moved, meta_grads, strict=True))
         with torch.no_grad():
-            tangents = jvp_direction(rules, params, used, v)
+            tangents = jvp_direction(descents, v)
         with torch.no_grad(), dual_pass(model), _replaying(rng, x.device):
             duals = {n: fwAD.make_dual(params[n], t) for n, t in tangents.items()}
             out = functional_call(model, (duals, buffers), (x,))

@@ -111,8 +111,14 @@ class SGDStep:
             )
         return torch._foreach_sub(params, torch._foreach_mul(d, self.lr))
 
-    def descent(self, params: list[Tensor], grads: list[Tensor], at: list[int]) -> float:
-        """E = -d theta_hat / d G: one number for the whole group (U is affine in G)."""
+    def lookahead_with_descent(
+        self, params: list[Tensor], grads: list[Tensor], at: list[int]
+    ) -> tuple[list[Tensor], float]:
+        """theta_hat and E = -d theta_hat / d G: one number for the whole group (U is affine
+        in G)."""
+        return self.lookahead(params, grads, at), self._descent()
+
+    def _descent(self) -> float:
         if not self.momentum:
             return self.lr * self.sign
         k = 1.0 if self.buffers is None else 1.0 - self.dampening
@@ -133,9 +139,13 @@ class _ElementwiseStep:
     def lookahead(self, params: list[Tensor], grads: list[Tensor], at: list[int]) -> list[Tensor]:
         return [self._update(i, p, g)[0] for i, p, g in zip(at, params, grads, strict=True)]
 
-    def descent(self, params: list[Tensor], grads: list[Tensor], at: list[int]) -> list[Tensor]:
+    def lookahead_with_descent(
+        self, params: list[Tensor], grads: list[Tensor], at: list[int]
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """theta_hat and E per parameter, from one pass over the state (no graph)."""
         with torch.no_grad():
-            return [self._update(i, p, g)[1] for i, p, g in zip(at, params, grads, strict=True)]
+            pairs = [self._update(i, p, g) for i, p, g in zip(at, params, grads, strict=True)]
+        return [moved for moved, _ in pairs], [e for _, e in pairs]
 
     def _signed(self, theta: Tensor, grad: Tensor, coupled: bool = True) -> Tensor:
         g = grad if self.sign == 1 else -grad
@@ -336,20 +346,38 @@ def lookahead(
     return out
 
 
-def jvp_direction(
-    steps: list[OptimizerStep],
-    params: dict[str, Tensor],
-    grads: dict[str, Tensor],
-    meta_grads: dict[str, Tensor],
-) -> dict[str, Tensor]:
-    """E * v for each parameter in `meta_grads` (v, the meta gradient at theta_hat; E = -D at
-    the actual gradient `grads`): the direction of the engines' forward-mode JVP."""
-    out = {}
+# A step's E at the gradients of its parameters `names`: one number for the group (SGD), or
+# one tensor per parameter, in the order of `names`.
+Descent = tuple[list[str], float | list[Tensor]]
+
+
+def lookahead_with_descent(
+    steps: list[OptimizerStep], params: dict[str, Tensor], grads: dict[str, Tensor]
+) -> tuple[dict[str, Tensor], list[Descent]]:
+    """theta_hat for the parameters in `grads` (no graph), and each step's E at those gradients
+    (for `jvp_direction`), in one pass over the optimizer's state."""
+    moved: dict[str, Tensor] = {}
+    descents: list[Descent] = []
     for step in steps:
-        at = [i for i, n in enumerate(step.names) if n in meta_grads]
+        at = [i for i, n in enumerate(step.names) if n in grads]
         if at:
             names = [step.names[i] for i in at]
-            factor = step.descent([params[n] for n in names], [grads[n] for n in names], at)
-            scaled = torch._foreach_mul([meta_grads[n] for n in names], factor)
-            out.update(zip(names, scaled, strict=True))
+            stepped, descent = step.lookahead_with_descent(
+                [params[n] for n in names], [grads[n] for n in names], at
+            )
+            moved.update(zip(names, stepped, strict=True))
+            descents.append((names, descent))
+    return moved, descents
+
+
+def jvp_direction(descents: list[Descent], meta_grads: dict[str, Tensor]) -> dict[str, Tensor]:
+    """E * v for each parameter that has both (v, the meta gradient at theta_hat, in
+    `meta_grads`): the direction of the engines' forward-mode JVP."""
+    out = {}
+    for names, descent in descents:
+        kept = [i for i, n in enumerate(names) if n in meta_grads]
+        if kept:
+            factor = descent if isinstance(descent, float) else [descent[i] for i in kept]
+            scaled = torch._foreach_mul([meta_grads[names[i]] for i in kept], factor)
+            out.update(zip([names[i] for i in kept], scaled, strict=True))
     return out
