@@ -44,11 +44,9 @@ class JobResult:
 
     def fill(self, record: RunRecord) -> None:
         """Set the record's fields this result gives."""
-        record.status, record.metrics, record.weights_hist = (
-            self.status,
-            self.metrics,
-            self.weights_hist,
-        )
+        record.status = self.status
+        record.metrics = self.metrics
+        record.weights_hist = self.weights_hist
         if self.data is not None:
             record.data = self.data
         record.selection = self.selection
