@@ -28,6 +28,7 @@ import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
+from torchvision.ops import StochasticDepth
 
 from l2rw.meta.optimizer_steps import (
     jvp_direction,
@@ -202,7 +203,16 @@ def l2rw_weights(
 
 
 def _has_active_dropout(model: nn.Module) -> bool:
-    dropouts = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
+    """Whether a forward draws random masks: dropout, or torchvision's stochastic depth
+    (EfficientNet, ConvNeXt, Swin drop whole residual branches)."""
+    dropouts = (
+        nn.Dropout,
+        nn.Dropout1d,
+        nn.Dropout2d,
+        nn.Dropout3d,
+        nn.AlphaDropout,
+        StochasticDepth,
+    )
     return any(isinstance(m, dropouts) and m.p > 0 for m in model.modules())
 
 

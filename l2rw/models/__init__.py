@@ -21,6 +21,7 @@ from l2rw.models import (  # noqa: E402, F401
     resnet34,
     resnet34_imagenet,
     resnet_cifar,
+    torchvision_model,
     vit,
 )
 
