@@ -127,3 +127,67 @@ def write_imagenet10(
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(image).save(folder / f"img_{i}.png")
     return base
+
+
+def write_image_folder(
+    root: str | Path,
+    classes: tuple[str, ...] = ("cat", "dog", "eel"),
+    n_train: int = 30,
+    n_test: int = 12,
+    size: int = 16,
+    grayscale: bool = False,
+    mixed_sizes: bool = True,
+    seed: int = 0,
+) -> Path:
+    """A user's image tree root/{train,test}/<class>/<i>.{png,jpg}: PNG and JPEG files in turn,
+    each image `size` px plus 0-3 (`mixed_sizes`), grayscale (mode L) or RGB."""
+    root = Path(root)
+    for s, (split, n) in enumerate((("train", n_train), ("test", n_test))):
+        labels = np.arange(n) % len(classes)
+        images = class_images(labels, len(classes), 1 if grayscale else 3, size + 3, seed + s)
+        for i, (image, c) in enumerate(zip(images, labels, strict=True)):
+            side = size + (i % 4 if mixed_sizes else 0)
+            pixels = image[:side, :side, 0] if grayscale else image[:side, :side]
+            folder = root / split / classes[c]
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels).save(folder / f"{i}.{'png' if i % 2 else 'jpg'}")
+    return root
+
+
+def write_arrays(
+    path: str | Path,
+    n_train: int = 120,
+    n_test: int = 60,
+    num_classes: int = 3,
+    shape: tuple[int, ...] = (12, 12),
+    clean_labels: bool = False,
+    seed: int = 0,
+) -> Path:
+    """A `dataset=arrays` file (.npz, or .pt by suffix): uint8 images of `shape` ((H, W) or
+    (H, W, C)) or float32 feature vectors ((D,)) whose class shows in them; with
+    `clean_labels`, y_train_clean is the truth and y_train has every fourth label moved on by
+    one class."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        y = np.arange(n) % num_classes
+        if len(shape) == 1:
+            x = rng.normal(size=(n, *shape)).astype(np.float32)
+            x[np.arange(n), y] += 3.0
+        else:
+            channels = shape[2] if len(shape) == 3 else 1
+            x = class_images(y, num_classes, channels, shape[0], seed).reshape(n, *shape)
+        arrays[f"x_{split}"], arrays[f"y_{split}"] = x, y
+    if clean_labels:
+        arrays["y_train_clean"] = arrays["y_train"].copy()
+        noisy = arrays["y_train"].copy()
+        noisy[::4] = (noisy[::4] + 1) % num_classes
+        arrays["y_train"] = noisy
+    path = Path(path)
+    if path.suffix == ".pt":
+        import torch
+
+        torch.save({k: torch.from_numpy(v) for k, v in arrays.items()}, path)
+    else:
+        np.savez(path, **arrays)
+    return path

@@ -25,12 +25,18 @@ INPUT_SHAPES = {
     "resnet34_imagenet": (3, 224, 224),
     "wrn28_10": (3, 32, 32),
     "vit": (1, 28, 28),
+    "torchvision": (3, 224, 224),
 }
 SMALL = [name for name in MODELS.names() if name != "wrn28_10"]
 # The globally pooled CNNs accept smaller images; 8x8 keeps the float64 AD check fast.
-AD_SHAPES = {"resnet32": (3, 8, 8), "resnet34": (3, 8, 8), "resnet34_imagenet": (3, 32, 32)}
+AD_SHAPES = {
+    "resnet32": (3, 8, 8),
+    "resnet34": (3, 8, 8),
+    "resnet34_imagenet": (3, 32, 32),
+    "torchvision": (3, 32, 32),
+}
 # The ImageNet ResNet-34 nominally takes 224x224; 64x64 keeps its forward check cheap.
-FORWARD_SHAPES = {"resnet34_imagenet": (3, 64, 64)}
+FORWARD_SHAPES = {"resnet34_imagenet": (3, 64, 64), "torchvision": (3, 64, 64)}
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +148,7 @@ def test_options_reach_the_model() -> None:
     model = build_model("resnet32", 10, bn_momentum=0.001, bn_eps=1e-3, bn_scale=False)
     norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     assert all(m.momentum == 0.001 and m.eps == 1e-3 and m.weight is None for m in norms)
-    assert build_model("mlp", 2, hidden=8, in_features=5).input_shape == (5,)
+    assert build_model("mlp", 2, hidden=8, input_shape=[5]).input_shape == (5,)
 
 
 def _torchvision_resnet34_file(tmp_path, **edit) -> tuple:

@@ -25,6 +25,7 @@ def test_registered_noises():
         "background",
         "none",
         "real",
+        "source",
         "uniform",
         "uniform_flip",
     ]

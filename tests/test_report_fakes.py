@@ -20,6 +20,7 @@ def fig2_spec(**changes: Any) -> TableSpec:
         "name": TABLE,
         "table": TABLE,
         "title": "Fig 2",
+        "file": TABLE,
         "rows": ["method.name"],
         "columns": ["imbalance.majority_fraction"],
         "metric": "test_acc",

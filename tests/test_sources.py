@@ -35,9 +35,11 @@ def assert_blocks_match_labels(x: torch.Tensor, y: np.ndarray, num_classes: int)
 
 def test_registered_sources():
     assert SOURCES.names() == [
+        "arrays",
         "cifar10",
         "cifar100",
         "fashion_mnist",
+        "folder",
         "imagenet10",
         "mnist",
         "toy2d",

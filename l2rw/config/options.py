@@ -141,6 +141,9 @@ class ImbalanceConf:
 class NoiseConf:
     """Clean labels (`noise=none`); the base of every noise option's schema."""
 
+    # The process reads the noisy labels the dataset's files give (`RawSource.y_observed`).
+    reads_source_labels: ClassVar[bool] = False
+
     name: str = MISSING
     # Fraction of the training labels the process corrupts.
     rate: float = 0.0

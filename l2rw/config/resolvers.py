@@ -1,5 +1,6 @@
 """OmegaConf resolvers the configs use, registered once at import of the entrypoint."""
 
+from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -41,7 +42,29 @@ def sweep_folder(table_name: str | None) -> str:
     return table_name or "multirun"
 
 
-RESOLVERS = {"by_seed": by_seed, "run_dirname": run_dirname, "sweep_folder": sweep_folder}
+def dataset_info(field: str, *, _root_: Any) -> Any:
+    """`${dataset_info:FIELD}`: a protocol value computed from the dataset's own files
+    (`l2rw.data.describe`)."""
+    from l2rw.data.describe import dataset_info as info
+
+    return info(field, _root_=_root_)
+
+
+def data_label(*, _root_: Any) -> str:
+    """`${data_label:}`: the dataset's name, and with a file or folder of the user's
+    (`dataset.options.path`) its name too: `folder-leaves`, `arrays-digits`, `mnist`."""
+    path = OmegaConf.select(_root_, "dataset.options.path", default=None)
+    name = str(_root_.dataset.name)
+    return name if not path else f"{name}-{Path(str(path)).expanduser().resolve().stem}"
+
+
+RESOLVERS = {
+    "by_seed": by_seed,
+    "run_dirname": run_dirname,
+    "sweep_folder": sweep_folder,
+    "dataset_info": dataset_info,
+    "data_label": data_label,
+}
 
 
 def register_resolvers() -> None:

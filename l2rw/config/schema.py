@@ -78,6 +78,10 @@ class ReportConf:
     """How `l2rw.report` turns a table's records into cells (set by conf/table/*.yaml)."""
 
     title: str = ""
+    # The results files' name (RESULTS_DIR/<file>[_<scale>].md, ...); null: the table config's
+    # name. A table whose runs depend on the command (own_data: on the dataset) names its files
+    # after its table_name, so that two datasets' tables do not overwrite each other.
+    file: str | None = None
     # Config keys (dotted) whose values index the rows and the columns of the table.
     rows: list[str] = field(default_factory=lambda: ["method.name"])
     columns: list[str] = field(default_factory=list)

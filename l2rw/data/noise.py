@@ -15,7 +15,7 @@ import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -102,6 +102,47 @@ def _need_two_classes(name: str, num_classes: int) -> None:
 @NOISES.register("none", schema=NoiseConf)
 def _none(num_classes: int, rate: float, rng: np.random.Generator):
     return (lambda labels, rng, source_index: labels), {}
+
+
+@dataclass
+class SourceConf(NoiseConf):
+    """The noisy labels the dataset's own files give beside the true ones (an arrays file's
+    `y_train` next to its `y_train_clean`); `rate` is not read: the files decide which labels
+    are wrong."""
+
+    reads_source_labels: ClassVar[bool] = True
+
+
+@NOISES.register("source", schema=SourceConf)
+def _source(
+    num_classes: int,
+    rate: float,
+    rng: np.random.Generator,
+    observed: np.ndarray | None = None,
+):
+    """Every split taken from the training files reads its observed labels there, by source
+    position; `observed` (build_data passes the source's) is None for a dataset whose files
+    give one label set."""
+    if observed is None:
+        raise ConfigError(
+            "noise=source trains on the noisy labels a dataset's files give beside their true "
+            "ones (dataset=arrays with y_train_clean next to y_train), but this dataset's files "
+            "give one label set. Use noise=none to train on those labels as they are, or a "
+            "synthetic noise (noise=uniform_flip noise.rate=0.4, ...), or noise=real "
+            "noise.path=FILE for labels from a file."
+        )
+
+    def corrupt(labels: np.ndarray, rng: np.random.Generator, source_index) -> np.ndarray:
+        index = np.arange(len(labels)) if source_index is None else np.asarray(source_index)
+        picked = observed[index]
+        if len(picked) and (picked.min() < 0 or picked.max() >= num_classes):
+            raise DataError(
+                f"noise=source: the dataset's noisy labels hold values outside "
+                f"0..{num_classes - 1}."
+            )
+        return picked
+
+    return corrupt, {}
 
 
 @dataclass

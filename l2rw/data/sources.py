@@ -104,12 +104,22 @@ _FIX = (
 
 @dataclass
 class RawSource:
-    """One split of a dataset: images [N, C, H, W] uint8 (toy2d: float32 [N, 2]), int64 labels."""
+    """One split of a dataset: images [N, C, H, W] uint8 (feature vectors: float32 [N, D]),
+    int64 labels.
+
+    `y` are the true labels as far as the files know them. `y_observed`: the noisy labels the
+    files give beside them (an arrays file's `y_train` next to its `y_train_clean`; a real-noise
+    benchmark's crowd or web labels), read by `noise=source`. `truth_known=False`: `y` is the
+    only label set given and may itself be noisy, so "cleaning" a selected example cannot
+    correct it.
+    """
 
     x: torch.Tensor
     y: np.ndarray
     num_classes: int
     classes: list[str]
+    y_observed: np.ndarray | None = None
+    truth_known: bool = True
 
 
 def load_source(
@@ -492,3 +502,8 @@ def _toy2d(
     `toy2d_splits`."""
     x, y = toy2d_splits(seed, std)["train" if train else "test"]
     return RawSource(x=x, y=y, num_classes=2, classes=["lower", "upper"])
+
+
+# Imported after SOURCES and RawSource exist: each module registers its datasets.
+import l2rw.data.arrays  # noqa: E402, F401
+import l2rw.data.folder  # noqa: E402, F401

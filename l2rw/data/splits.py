@@ -6,19 +6,22 @@ of that budget (or, with `clean_from_budget: false`, out of the full pool before
 in MW-Net's long-tail set-up); label noise is applied last, to the remaining training images only.
 """
 
+import logging
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from l2rw.data.describe import source_kwargs
 from l2rw.data.imbalance import apply_imbalance
 from l2rw.data.noise import noise_process
 from l2rw.data.sources import RawSource, load_source, toy2d_splits
 from l2rw.errors import ConfigError
 from l2rw.seeding import DATA, derive_seed
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -119,17 +122,16 @@ def noise_options(cfg: DictConfig) -> dict[str, Any]:
 
 def _load(cfg: DictConfig) -> tuple[RawSource, RawSource, RawSource | None]:
     """Training and test sources; toy2d brings its own fixed validation split."""
-    data_dir, name, options = cfg.paths.data_dir, cfg.dataset.name, dict(cfg.dataset.options)
+    name = cfg.dataset.name
     if name == "toy2d":
+        options = cfg.dataset.options
         parts = toy2d_splits(int(options["seed"]), float(options["std"]))
         return tuple(RawSource(x, y, 2, ["0", "1"]) for x, y in parts.values())  # train, test, val
-    verify = {
-        "verify": cfg.paths.verify_data,
-        "verify_cache": Path(cfg.paths.output_root) / "cache" / "verified-data.json",
-    }
+    kwargs = source_kwargs(cfg)
+    root = kwargs.pop("root")
     return (
-        load_source(name, data_dir, train=True, **verify, **options),
-        load_source(name, data_dir, train=False, **verify, **options),
+        load_source(name, root, train=True, **kwargs),
+        load_source(name, root, train=False, **kwargs),
         None,
     )
 
@@ -178,8 +180,32 @@ def build_data(cfg: DictConfig) -> DataBundle:
     elif imb.label_map is not None:
         clean_pos = clean_pos[np.isin(labels[clean_pos], list(imb.label_map))]
 
+    source_labels = {}
+    if OmegaConf.get_type(cfg.noise).reads_source_labels:
+        observed = train_src.y_observed
+        source_labels["observed"] = None if observed is None else remap(observed)
+    elif train_src.y_observed is not None:
+        log.warning(
+            "dataset=%s gives noisy training labels beside its true ones; noise=%s ignores them "
+            "and starts from the true labels (noise=source trains on the noisy ones).",
+            ds.name,
+            cfg.noise.name,
+        )
+    if not train_src.truth_known and cfg.selector.name != "none":
+        log.warning(
+            "dataset=%s gives one label per training example, taken as true: the meta samples "
+            "selector=%s picks are 'cleaned' to those same labels. To clean them for real, give "
+            "the true labels (dataset=arrays: y_train_clean).",
+            ds.name,
+            cfg.selector.name,
+        )
     noise = noise_process(
-        cfg.noise.name, imb.num_classes, float(cfg.noise.rate), rng, **noise_options(cfg)
+        cfg.noise.name,
+        imb.num_classes,
+        float(cfg.noise.rate),
+        rng,
+        **noise_options(cfg),
+        **source_labels,
     )
     train_true = mapped[pool]
     train_obs = noise(train_true, rng, source_index=pool)
@@ -204,6 +230,9 @@ def build_data(cfg: DictConfig) -> DataBundle:
         num_classes=imb.num_classes,
     )
     bundle.facts = data_facts(bundle, {"name": noise.name, "rate": noise.rate, **noise.params})
+    # False: the files give one label set, taken as true (dataset=folder, or arrays without
+    # y_train_clean), so realized noise and cleaning are relative to it.
+    bundle.facts["truth_known"] = train_src.truth_known
     return bundle
 
 

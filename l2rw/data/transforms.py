@@ -11,21 +11,24 @@ class Preprocess:
         self.normalize = ds.normalize
         self.augment = ds.augment
         self.padding = int(ds.crop_padding)
-        self.mean = torch.tensor(ds.mean).view(1, -1, 1, 1) if ds.mean else None
-        self.std = torch.tensor(ds.std).view(1, -1, 1, 1) if ds.std else None
+        self.mean = torch.tensor(ds.mean) if ds.mean else None
+        self.std = torch.tensor(ds.std) if ds.std else None
 
     def __call__(
         self, x: torch.Tensor, train: bool = False, gen: torch.Generator | None = None
     ) -> torch.Tensor:
+        """uint8 images are scaled to [0, 1] first; float inputs (feature vectors) are not."""
         if self.normalize == "none":
             return x.float()
-        x = x.float().div(255.0)
+        x = x.float() if x.is_floating_point() else x.float().div(255.0)
         if train and self.augment == "crop_flip":
             x = random_crop_flip(x, self.padding, gen)
         if self.normalize == "symmetric":
             return (x - 0.5) * 2.0
         if self.normalize == "standard":
-            return (x - self.mean.to(x.device)) / self.std.to(x.device)
+            # Per channel of an image [N, C, H, W], per feature of a vector [N, D].
+            shape = (1, -1) + (1,) * (x.dim() - 2)
+            return (x - self.mean.to(x.device).view(shape)) / self.std.to(x.device).view(shape)
         return x
 
 

@@ -32,6 +32,7 @@ from torch import nn
 
 from l2rw.data.batches import steps_per_epoch
 from l2rw.data.splits import DataBundle, data_facts
+from l2rw.errors import ConfigError
 from l2rw.methods.context import RunContext
 from l2rw.methods.loop import (
     START_METRICS,
@@ -66,6 +67,15 @@ def selection_pipeline(ctx: RunContext) -> JobResult:
     cfg, sel = ctx.cfg, ctx.cfg.selector
     label_free = sel.label_free if sel.label_free is not None else cfg.noise.name != "none"
     data = ctx.data
+    wanted = sel.budget - len(data.clean)
+    if wanted >= len(data.train):
+        raise ConfigError(
+            f"selector={sel.name} would clean {wanted} more training examples (selector.budget="
+            f"{sel.budget} meta samples, {len(data.clean)} of them the warm-up's), but only "
+            f"{len(data.train)} training examples are left to choose from and train on. Lower "
+            "selector.budget (or dataset.rbc_budget), or use more training data "
+            "(dataset.train_subset)."
+        )
     warm, offset = _warmup(ctx)
     rounds: list[dict[str, Any]] = [_summary(warm, 0, [], 0, len(data.clean))]
     prev, r = warm, 0

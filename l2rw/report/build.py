@@ -69,8 +69,9 @@ def build_table(table: str, overrides: list[str], options: Options) -> Built:
 
 
 def results_stem(spec: TableSpec) -> str:
-    """results/<table> for the paper's protocol, results/<table>_<scale> for a reduced scale."""
-    return spec.table if spec.scale == "full" else f"{spec.table}_{spec.scale}"
+    """results/<file> for the paper's protocol, results/<file>_<scale> for a reduced scale;
+    <file> is the table config's name unless its report.file says otherwise."""
+    return spec.file if spec.scale == "full" else f"{spec.file}_{spec.scale}"
 
 
 def _load(spec: TableSpec, source: str) -> list[Record]:

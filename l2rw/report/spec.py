@@ -9,7 +9,7 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from l2rw.config import CONF_DIR, prepare
@@ -27,6 +27,8 @@ class TableSpec:
     name: str
     table: str
     title: str
+    # The results files' name, without the scale (report.file, else `table`).
+    file: str
     rows: list[str]
     columns: list[str]
     metric: str
@@ -206,14 +208,34 @@ def load_spec(table: str, overrides: list[str], output_root: str | None = None) 
         )
     prepare()
     try:
+        fixed, swept = _split_sweeps(overrides)
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            cfg = compose("train", [f"+table={table}", *overrides], return_hydra_config=True)
+            cfg = compose("train", [f"+table={table}", *fixed], return_hydra_config=True)
+        with open_dict(cfg):
+            cfg.hydra.sweeper.params = {**(cfg.hydra.sweeper.params or {}), **swept}
         return _spec(cfg, table, output_root)
     except MissingConfigException as err:
         raise ReportError(f"{str(err).splitlines()[0]}. Check the overrides' spelling.") from None
     except (HydraException, OmegaConfBaseException) as err:
         reason = " ".join(str(err).splitlines()[:2])
         raise ReportError(f"The config of table '{table}' does not compose: {reason}") from None
+
+
+def _split_sweeps(overrides: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The overrides with each sweep (`noise.rate=0.2,0.4`, as the sweep's command line gave it)
+    set to its first value, and the sweeps as sweeper parameters: the report expects the cells
+    of the sweep the command ran."""
+    parser = OverridesParser.create()
+    fixed, swept = [], {}
+    for text in overrides:
+        override = parser.parse_override(text)
+        if not override.is_sweep_override():
+            fixed.append(text)
+            continue
+        first = next(iter(override.sweep_iterator()))
+        fixed.append(f"{override.get_key_element()}={first}")
+        swept[override.get_key_element()] = text.partition("=")[2]
+    return fixed, swept
 
 
 def _spec(cfg: DictConfig, table: str, output_root: str | None) -> TableSpec:
@@ -242,6 +264,7 @@ def _spec(cfg: DictConfig, table: str, output_root: str | None) -> TableSpec:
         name=cfg.table_name,
         table=table,
         title=report.title or cfg.table_name,
+        file=report.file or table,
         rows=list(report.rows),
         columns=list(report.columns),
         metric=report.metric,

@@ -50,13 +50,15 @@ def cell_of(overrides: list[str]) -> list[str]:
 
 
 def run_dirname(overrides: list[str]) -> str:
-    """A sweep job's folder name: its cell plus seed and scale, sorted, comma-joined.
+    """A sweep job's folder name: its cell plus seed and scale, sorted, comma-joined, any "/"
+    percent-encoded.
 
     The sweep's `hydra.sweep.subdir` is this (`conf/hydra/default.yaml`), so a re-run that differs
     only in bookkeeping (device, threads, paths, W&B mode) finds the same folder, skips or resumes.
     """
     kept = [o for o in overrides if override_key(o) in RUN_DIR_KEYS]
-    name = ",".join(sorted(cell_of(overrides) + kept))
+    # A path in a value (dataset.options.path=/data/leaves) stays one folder: "/" as "%2F".
+    name = ",".join(sorted(cell_of(overrides) + kept)).replace("/", "%2F")
     if len(name.encode()) <= MAX_DIRNAME_BYTES:
         return name
     # Too long for one path component (255 bytes on most filesystems): keep a readable head and
