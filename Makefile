@@ -8,7 +8,7 @@ SCALE ?= cpu
 JOBS ?= 2
 export DATA_DIR
 
-.PHONY: install demo test test-fast lint format l2rw-fig2 rbc-table1 tables dashboards sync bench clean
+.PHONY: install demo test test-fast lint format l2rw-fig2 rbc-table1 own-digits tables dashboards sync bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,15 @@ table-%: install
 # RBC Table 1, all its columns: three tables (one model and optimiser each).
 rbc-table1: table-rbc_table1_mnist table-rbc_table1_cifar table-rbc_table1_imagenet10
 
+# The own_data table (README, "Your own data") on scikit-learn's bundled digits: 40% and 60%
+# uniform_flip noise, baseline / L2RW / Random / RBC, seeds 0-2 (results/README.md).
+DIGITS := dataset=arrays dataset.options.path=data/digits.npz noise=uniform_flip noise.rate=0.4,0.6
+own-digits: install
+	$(PY) scripts/export_digits.py data/digits.npz
+	$(PY) -m l2rw.train +table=own_data $(DIGITS) hydra/launcher=joblib \
+		hydra.launcher.n_jobs=$(JOBS) threads=1 train.progress=false
+	$(PY) -m l2rw.report +table=own_data $(DIGITS)
+
 # Every table and figure at each scale that has records: results/<table>[_<scale>].{md,csv,tex,png}.
 # RECORDS=results/records rebuilds the committed tables from the records committed beside them.
 SCALES ?= cpu full
@@ -61,6 +70,9 @@ tables: install
 	for scale in $(SCALES); do \
 		$(PY) -m l2rw.report --all scale=$$scale output_root=$(RECORDS) || exit 1; \
 	done
+	if [ -d $(RECORDS)/own_data-arrays-digits ]; then \
+		$(PY) -m l2rw.report +table=own_data $(DIGITS) output_root=$(RECORDS); \
+	fi
 
 # One W&B Report per table with records at each of SCALES, in logger.wandb.project (saved when
 # logged in and WANDB_MODE is not offline/disabled, else its specification in results/dashboards/).

@@ -52,9 +52,9 @@ def main() -> None:
 
 def _data_dir(record: Path) -> list[tuple[str, str]]:
     """The (path, "DATA_DIR") replacements for the data folder the run read, as given and
-    resolved; none when it was relative."""
+    resolved; none when it was relative or unset (a dataset read from its own path)."""
     data_dir = json.loads(record.read_text())["config"]["paths"]["data_dir"]
-    if not Path(data_dir).is_absolute():
+    if data_dir is None or not Path(data_dir).is_absolute():
         return []
     return [(str(Path(data_dir).resolve()), "DATA_DIR"), (data_dir, "DATA_DIR")]
 
