@@ -55,7 +55,7 @@ PROTOCOLS = {
         "train.eval_every=8",
         "train.checkpoint_every=2",
         "train.eval_batch_size=64",
-        "train.lr=0.05",
+        "optimizer.lr=0.05",
         "dataset.options.download=false",
     ],
     "selection": [
@@ -69,7 +69,7 @@ PROTOCOLS = {
         "train.length=30",
         "train.eval_every=2",
         "train.checkpoint_every=1",
-        "train.lr=0.1",
+        "optimizer.lr=0.1",
     ],
 }
 SELECTORS = ["random", "rbc", "gbc"]

@@ -32,7 +32,7 @@ TINY = [
     "train.eval_every=4",
     "train.checkpoint_every=4",
     "train.eval_batch_size=64",
-    "train.lr=0.05",
+    "optimizer.lr=0.05",
 ]
 
 

@@ -49,23 +49,23 @@ def interrupt_after_first_checkpoint(tiny_cfg, run_dir, monkeypatch, *overrides)
 def test_checkpoint_from_another_config_is_refused_then_force_starts_over(
     tiny_cfg, tmp_path, monkeypatch, caplog
 ):
-    interrupt_after_first_checkpoint(tiny_cfg, tmp_path, monkeypatch, "train.lr=0.05")
+    interrupt_after_first_checkpoint(tiny_cfg, tmp_path, monkeypatch, "optimizer.lr=0.05")
     before = (tmp_path / "checkpoint-train.pt").read_bytes()
 
-    refused = run(tiny_cfg(*OVERRIDES, "train.lr=0.02"), tmp_path)
+    refused = run(tiny_cfg(*OVERRIDES, "optimizer.lr=0.02"), tmp_path)
     assert refused.status == "failed"
     assert "different configuration" in refused.error
-    assert "train.lr: 0.05 in the checkpoint, 0.02 now" in refused.error
+    assert "optimizer.lr: 0.05 in the checkpoint, 0.02 now" in refused.error
     assert "force=true" in refused.error
     assert (tmp_path / "checkpoint-train.pt").read_bytes() == before
     assert json.loads((tmp_path / "result.json").read_text())["status"] == "failed"
 
-    forced = run(tiny_cfg(*OVERRIDES, "train.lr=0.02", "force=true"), tmp_path)
+    forced = run(tiny_cfg(*OVERRIDES, "optimizer.lr=0.02", "force=true"), tmp_path)
     assert forced.status == "completed"
     (aside,) = tmp_path.glob(f"{REPLACED_PREFIX}*")
     assert (aside / "checkpoint-train.pt").read_bytes() == before
     assert json.loads((aside / "result.json").read_text())["status"] == "failed"
-    fresh = run(tiny_cfg(*OVERRIDES, "train.lr=0.02"), tmp_path / "fresh")
+    fresh = run(tiny_cfg(*OVERRIDES, "optimizer.lr=0.02"), tmp_path / "fresh")
     assert forced.metrics == fresh.metrics
     # Reports read the folder's current record only, not the one the re-run superseded.
     runs = sorted(r.run for r in load_local(tmp_path.parent, tmp_path.name))
@@ -96,7 +96,7 @@ def test_checkpoint_loads_weights_only(tiny_cfg, tmp_path, monkeypatch):
     interrupt_after_first_checkpoint(tiny_cfg, tmp_path, monkeypatch)
     state = torch.load(tmp_path / "checkpoint-train.pt", weights_only=True)
     assert state["step"] == 4
-    assert state["identity"]["setting"]["train.lr"] == 0.05
+    assert state["identity"]["setting"]["optimizer.lr"] == 0.05
     assert "git_commit" in state["identity"]
 
 

@@ -37,7 +37,7 @@ TOY = (
     "train.length=8",
     "train.eval_every=2",
     "train.checkpoint_every=2",
-    "train.lr=0.1",
+    "optimizer.lr=0.1",
     "selector=rbc",
     "selector.snapshot_every=1",
     "device=cpu",
@@ -78,7 +78,7 @@ def test_a_round_starts_from_the_previous_best_model_or_from_scratch(
 
 
 def test_a_previous_round_trains_with_fresh_weights_and_optimizer(tiny_cfg, tmp_path, monkeypatch):
-    """The round's optimiser starts empty (no momentum carried over) at train.lr, and its
+    """The round's optimiser starts empty (no momentum carried over) at optimizer.lr, and its
     weight table is a new U[0, 1) draw over its own training set."""
     made, rules = [], []
     real_optimizer = loop.make_optimizer

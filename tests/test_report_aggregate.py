@@ -137,10 +137,10 @@ def test_other_scale_is_excluded_and_reported(tmp_path):
 
 
 def test_runs_with_different_extra_settings_are_reported(tmp_path):
-    records = [make_record(seed=0), make_record(seed=1, extra_overrides=("train.lr=0.1",))]
+    records = [make_record(seed=0), make_record(seed=1, extra_overrides=("optimizer.lr=0.1",))]
     agg = aggregated(tmp_path, records)
     (mixed,) = [p.text for p in agg.problems if p.kind == "variant"]
-    assert "'train.lr=0.1': 1 runs" in mixed and "'(none)': 1 runs" in mixed
+    assert "'optimizer.lr=0.1': 1 runs" in mixed and "'(none)': 1 runs" in mixed
 
 
 def test_unreadable_record_and_cells_outside_the_sweep_are_reported(tmp_path):
@@ -157,7 +157,7 @@ def test_variant_ignores_the_tables_own_keys_and_bookkeeping():
     cell_overrides = ["imbalance.majority_fraction=0.9", "method=l2rw", "scale=cpu", "threads=1"]
     keys = ["method.name", "imbalance.majority_fraction"]
     assert variant(cell_overrides, keys) == ""
-    assert variant([*cell_overrides, "train.lr=0.1"], keys) == "train.lr=0.1"
+    assert variant([*cell_overrides, "optimizer.lr=0.1"], keys) == "optimizer.lr=0.1"
 
 
 def test_a_global_group_that_sets_a_column_key_is_the_tables_own():

@@ -34,7 +34,7 @@ TOY = (
     "train.length=6",
     "train.eval_every=2",
     "train.checkpoint_every=2",
-    "train.lr=0.1",
+    "optimizer.lr=0.1",
     "selector.snapshot_every=1",
     "device=cpu",
 )

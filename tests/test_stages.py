@@ -97,7 +97,7 @@ def test_finetune_starts_from_the_reported_model_and_records_both(
     assert m["finetune_from"] == start and m["finetune_steps"] == 6
     reported = m["test_acc_es"] if stop == "early" else m["test_acc_final"]
     assert m["test_acc_before_ft"] == reported
-    # The stage's learning rate is the training stage's last one (no milestones: train.lr).
+    # The stage's learning rate is the training stage's last one (no milestones: optimizer.lr).
     assert m["finetune_lr"] == pytest.approx(0.05)
 
 
@@ -107,7 +107,7 @@ def test_finetune_at_a_vanishing_rate_keeps_the_accuracy(cfg, tmp_path):
 
 
 def test_finetune_lr_defaults_to_the_decayed_rate(cfg, tmp_path):
-    overrides = (*FT, "train.milestones=[4,8]", "train.gamma=0.5")
+    overrides = (*FT, "schedule.milestones=[4,8]", "schedule.gamma=0.5")
     m = run(cfg(*overrides), tmp_path / "job").metrics
     assert m["finetune_lr"] == pytest.approx(0.05 * 0.25)
 

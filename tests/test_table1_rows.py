@@ -34,7 +34,7 @@ SMALL = [
     f"dataset.rbc_budget={BUDGET}",
     f"dataset.rbc_warmup={WARMUP}",
     "train.length=1",
-    "train.milestones=[]",
+    "schedule.milestones=[]",
     "train.batch_size=8",
     # Every row the same (the budget; the warm-up's 3 are all of its meta set), so the warm-up's
     # cache key is shared by the warmup row too.

@@ -52,7 +52,7 @@ def test_every_figure2_method_runs(tiny_cfg, tmp_path, method):
         "train.batch_size=16",
         "train.meta_batch_size=10",
         "train.eval_every=3",
-        "train.lr=0.05",
+        "optimizer.lr=0.05",
     )
     record = run(cfg, tmp_path)
     assert record.status == "completed", record.error
@@ -72,7 +72,12 @@ def test_l2rw_looks_ahead_through_the_runs_optimizer_on_request(tiny_cfg, tmp_pa
     """method.lookahead=optimizer steps the look-ahead with the run's momentum, so from the
     second step on (a momentum buffer exists) the weights, hence the run, differ from the
     paper's plain-SGD look-ahead."""
-    common = ("noise=uniform_flip", "method=l2rw", "dataset.clean_size=20", "train.momentum=0.9")
+    common = (
+        "noise=uniform_flip",
+        "method=l2rw",
+        "dataset.clean_size=20",
+        "optimizer.momentum=0.9",
+    )
     records = {
         how: run(tiny_cfg(*common, f"method.lookahead={how}"), tmp_path / how)
         for how in ("sgd", "optimizer")
@@ -267,7 +272,7 @@ def test_schedule_in_epochs(tiny_cfg, tmp_path):
 
 
 def test_divergence_is_recorded(tiny_cfg, tmp_path):
-    record = run(tiny_cfg("train.lr=1e30"), tmp_path)
+    record = run(tiny_cfg("optimizer.lr=1e30"), tmp_path)
     assert record.status == "diverged"
     assert json.loads((tmp_path / "result.json").read_text())["status"] == "diverged"
 
@@ -296,14 +301,14 @@ def test_cell_leaves_out_seed_and_bookkeeping_only():
         "hydra.launcher.n_jobs=15",
         "method=l2rw",
         "imbalance.majority_fraction=0.99",
-        "train.lr=0.01",
+        "optimizer.lr=0.01",
         "seed_offset=1",
     ]
     assert record_module.cell_of(overrides) == [
         "imbalance.majority_fraction=0.99",
         "method=l2rw",
+        "optimizer.lr=0.01",
         "seed_offset=1",
-        "train.lr=0.01",
     ]
 
 

@@ -36,7 +36,7 @@ class MethodConf:
     # Training batch size for this method, when it differs from train.batch_size.
     batch_size: int | None = None
     # This method's own schedule (in train.unit), when it differs from train.length /
-    # train.milestones (clean-only's short run).
+    # schedule.milestones (clean-only's short run).
     length: int | None = None
     milestones: list[int] | None = None
 
@@ -159,6 +159,33 @@ class NoiseConf:
 
 
 @dataclass
+class OptimizerConf:
+    """What every optimizer has: its (base) learning rate and weight decay."""
+
+    name: str = MISSING
+    lr: float = 0.001
+    # L2 penalty in the gradient (SGD, Adam, RMSprop, Adagrad); AdamW's is decoupled.
+    weight_decay: float = 0.0
+
+    @staticmethod
+    def check(cfg: DictConfig) -> None:
+        opt = cfg.optimizer
+        require(opt.lr > 0, f"optimizer.lr={opt.lr} must be positive.")
+        require(opt.weight_decay >= 0, f"optimizer.weight_decay={opt.weight_decay} must be >= 0.")
+
+
+@dataclass
+class ScheduleConf:
+    """A constant rate (`schedule=constant`); the base of every schedule's schema."""
+
+    name: str = MISSING
+
+    @staticmethod
+    def check(cfg: DictConfig) -> None:
+        pass
+
+
+@dataclass
 class StopConf:
     """Which model of the training stage a run reports (`stop=final|early`): the final one, or
     (`early`, the L2RW tables' +ES, Sec. 4.2) the one of best hyper-validation accuracy, that set
@@ -238,7 +265,7 @@ class SelectionConf(SelectorConf):
     # authors' Stage A (plain training on the noisy data, run once per warm-up and cached with
     # it). With pretrain=false the warm-up is that plain training, so "plain" adds nothing.
     warmup_init: str = "scratch"
-    # Epochs of a "finetune" round, and its constant learning rate (null: train.lr, the
+    # Epochs of a "finetune" round, and its constant learning rate (null: optimizer.lr, the
     # re-weighting phases' optimiser, as the authors' code does).
     finetune_epochs: int = 10
     finetune_lr: float | None = None
@@ -282,7 +309,7 @@ class SelectionConf(SelectorConf):
         require(sel.snapshots >= 1, f"selector.snapshots={sel.snapshots} must be >= 1.")
         require(
             sel.finetune_lr is None or sel.finetune_lr > 0,
-            f"selector.finetune_lr={sel.finetune_lr} must be positive (or null: train.lr).",
+            f"selector.finetune_lr={sel.finetune_lr} must be positive (or null: optimizer.lr).",
         )
         require(
             sel.snapshot_every >= 1, f"selector.snapshot_every={sel.snapshot_every} must be >= 1."
@@ -301,7 +328,16 @@ class SelectionConf(SelectorConf):
 
 # The option groups whose choice a schema checks, in the order the checks run: the stages'
 # before the selector's, whose pipeline they cannot join.
-CHECKED_GROUPS = ("noise", "imbalance", "method", "stop", "finetune", "selector")
+CHECKED_GROUPS = (
+    "noise",
+    "imbalance",
+    "optimizer",
+    "schedule",
+    "method",
+    "stop",
+    "finetune",
+    "selector",
+)
 
 
 def check_options(cfg: DictConfig) -> None:

@@ -2,7 +2,8 @@
 
 Registered in Hydra's ConfigStore as ``train_schema`` and pulled in first by ``conf/train.yaml``,
 so a misspelled key or a wrongly typed value fails at compose time with its full key path. Each
-dataset, noise, imbalance, model, method, selector, stop and fine-tuning option's schema is
+dataset, noise, imbalance, model, optimizer, schedule, method, selector, stop and fine-tuning
+option's schema is
 registered beside its code (`l2rw.registry`); their shared bases are in `l2rw.config.options`.
 """
 
@@ -18,6 +19,8 @@ from l2rw.config.options import (
     ModelConf,
     NoFinetuneConf,
     NoiseConf,
+    OptimizerConf,
+    ScheduleConf,
     SelectorConf,
     StopConf,
 )
@@ -25,7 +28,8 @@ from l2rw.config.options import (
 
 @dataclass
 class TrainLoopConf:
-    # Schedule unit for `length` and `milestones`: "steps" or "epochs".
+    # Unit of `length`, `eval_every`, `checkpoint_every` and the schedule's milestones / warm-up:
+    # "steps" or "epochs".
     unit: str = "steps"
     length: int = 8000
     batch_size: int = 100
@@ -34,12 +38,6 @@ class TrainLoopConf:
     # RBC authors' sampler: meta_batch_size draws with replacement every step).
     meta_batch_size: int = 100
     meta_sampling: str = "epochs"
-    lr: float = 0.001
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    milestones: list[int] = field(default_factory=list)
-    gamma: float = 0.1
     eval_every: int = 500
     eval_batch_size: int = 1000
     checkpoint_every: int = 1000
@@ -115,6 +113,8 @@ class TrainConf:
     logger: LoggerConf = field(default_factory=LoggerConf)
     paths: PathsConf = field(default_factory=PathsConf)
     train: TrainLoopConf = field(default_factory=TrainLoopConf)
+    optimizer: OptimizerConf = field(default_factory=OptimizerConf)
+    schedule: ScheduleConf = field(default_factory=ScheduleConf)
     seed: int = 0
     scale: str = "cpu"
     # Name of the table / figure this run belongs to (set by conf/table/*.yaml).
@@ -137,6 +137,7 @@ def register_schemas() -> None:
     import l2rw.data.imbalance  # noqa: F401  (imbalance options)
     import l2rw.data.noise  # noqa: F401  (noise options)
     import l2rw.data.sources  # noqa: F401  (dataset options)
+    import l2rw.methods.optimizers  # noqa: F401  (optimizer and schedule options)
     import l2rw.methods.stages  # noqa: F401  (methods, stop and fine-tuning options)
     import l2rw.models  # noqa: F401  (model options)
     import l2rw.selection.selectors  # noqa: F401  (selector options)

@@ -33,6 +33,7 @@ from l2rw.data.batches import BalancedStream, EpochStream, steps_per_epoch
 from l2rw.methods.checkpoint import checkpoint_identity
 from l2rw.methods.context import RunContext
 from l2rw.methods.evaluate import evaluate
+from l2rw.methods.optimizers import PhaseSchedule, build_optimizer, phase_schedule
 from l2rw.methods.phase_store import PhaseStore
 from l2rw.methods.results import LoopResult
 from l2rw.seeding import AUGMENT, BATCHES, generator
@@ -74,7 +75,8 @@ class Phase:
     name: str
     folder: Path
     total: int
-    milestones: list[int]
+    # The learning-rate schedule in steps (a constant rate unless the phase is a run's training).
+    schedule: PhaseSchedule
     batch_size: int
     eval_every: int
     checkpoint_every: int
@@ -88,7 +90,7 @@ class Phase:
     snapshot_every: int | None = None
     # Keep the best-validation and final states (a later stage starts from one of them).
     keep_best: bool = False
-    # Learning rate of this phase (None: train.lr), e.g. a fine-tuning stage's small one.
+    # Learning rate of this phase (None: optimizer.lr), e.g. a fine-tuning stage's small one.
     lr: float | None = None
     # Evaluate the model before the first step (a phase that starts from an earlier phase's
     # model) and report it as START_METRICS.
@@ -120,15 +122,15 @@ def plan_phase(
     snapshot_unit: str = "epochs",
     keep_best: bool = False,
 ) -> Phase:
-    """The phase `name` over `ctx.data.train` with the schedule of `ctx.cfg.train`, whose
-    `length`, `milestones`, `eval_every` and `checkpoint_every` count in `train.unit`; a method
-    with its own `length` / `milestones` (clean-only's short run) overrides those two."""
+    """The phase `name` over `ctx.data.train` with the run's schedule: `train.length`,
+    `eval_every`, `checkpoint_every` and the `schedule`'s milestones / warm-up count in
+    `train.unit`; a method with its own `length` / `milestones` (clean-only's short run)
+    overrides those two."""
     train, method = ctx.cfg.train, ctx.cfg.method
     batch = method.batch_size or train.batch_size
     per_epoch = steps_per_epoch(len(ctx.data.train), batch)
     unit = 1 if train.unit == "steps" else per_epoch
     length = train.length if method.length is None else method.length
-    milestones = train.milestones if method.milestones is None else method.milestones
     total = length * unit
     if train.max_steps:
         total = min(total, train.max_steps)
@@ -136,7 +138,7 @@ def plan_phase(
         name=name,
         folder=Path(folder or ctx.run_dir),
         total=total,
-        milestones=[m * unit for m in milestones],
+        schedule=phase_schedule(ctx.cfg, length * unit, unit, method.milestones),
         batch_size=batch,
         eval_every=train.eval_every * unit,
         checkpoint_every=train.checkpoint_every * unit,
@@ -151,16 +153,10 @@ def plan_phase(
     )
 
 
-def make_optimizer(ctx: RunContext, sched: Phase):
-    train = ctx.cfg.train
-    opt = torch.optim.SGD(
-        ctx.model.parameters(),
-        lr=train.lr if sched.lr is None else sched.lr,
-        momentum=train.momentum,
-        nesterov=train.nesterov,
-        weight_decay=train.weight_decay,
-    )
-    return opt, torch.optim.lr_scheduler.MultiStepLR(opt, sched.milestones, gamma=train.gamma)
+def make_optimizer(ctx: RunContext, phase: Phase):
+    """The run's optimizer over the model at the phase's rate, and the phase's scheduler."""
+    optimizer = build_optimizer(ctx.cfg, ctx.model.parameters(), phase.lr)
+    return optimizer, phase.schedule.scheduler(optimizer)
 
 
 class _Progress:

@@ -217,7 +217,7 @@ class _CleanOnly(UniformRule):
 @dataclass
 class CleanOnlyConf(MethodConf):
     """CLEAN ONLY (L2RW Tables 1-2): plain SGD on the clean pool alone, from scratch. The
-    authors' code runs 2,000 steps at a constant learning rate (train.lr); set method.length to
+    authors' code runs 2,000 steps at a constant learning rate (optimizer.lr); set method.length to
     change it."""
 
     length: int | None = 2000

@@ -19,6 +19,7 @@ from torch import nn
 from l2rw.data.splits import Split
 from l2rw.methods.context import RunContext
 from l2rw.methods.loop import Phase, train_loop
+from l2rw.methods.optimizers import PhaseSchedule
 from l2rw.methods.phase_store import PhaseStore
 from l2rw.methods.results import LoopResult
 from l2rw.methods.reweighting import UniformRule
@@ -101,12 +102,12 @@ def finetune_phase(
     snapshot_every: int | None = None,
     keep_best: bool = False,
 ) -> Phase:
-    """A constant-learning-rate phase of `steps` on the clean set (lr None: train.lr)."""
+    """A constant-learning-rate phase of `steps` on the clean set (lr None: optimizer.lr)."""
     return Phase(
         name=name,
         folder=Path(folder),
         total=steps,
-        milestones=[],
+        schedule=PhaseSchedule(),
         batch_size=batch_size,
         eval_every=min(eval_every, steps),
         checkpoint_every=max(steps // 4, 1),

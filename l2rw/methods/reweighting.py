@@ -213,7 +213,7 @@ def l2rw(ctx: RunContext) -> StepRule:
     """
     cfg = ctx.cfg
     meta_batch = meta_batches(ctx)
-    decay = cfg.train.weight_decay if cfg.method.val_weight_decay else 0.0
+    decay = cfg.optimizer.weight_decay if cfg.method.val_weight_decay else 0.0
 
     def rule(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch):
         x_val, y_val = meta_batch(batch.step)

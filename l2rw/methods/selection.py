@@ -228,7 +228,7 @@ def _finetune(
     selection_follows: bool,
 ) -> PhaseResult:
     """The previous phase's best-validation model trained further on the meta set alone, with
-    plain SGD at `selector.finetune_lr` (null: train.lr) for `selector.finetune_epochs` (the
+    plain SGD at `selector.finetune_lr` (null: optimizer.lr) for `selector.finetune_epochs` (the
     paper's "Fine-tuning" row), keeping its best and final models and, when a selection round
     follows, the snapshots it reads."""
     cfg = ctx.cfg

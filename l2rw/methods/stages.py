@@ -114,12 +114,11 @@ def _reported(out: LoopResult, stop: str) -> JobResult:
 
 def _finetune_phase(ctx: RunContext, trained: Phase, trained_steps: int) -> Phase:
     """`finetune.steps` on the clean pool at `finetune.lr`, or at the training stage's last
-    learning rate (train.lr decayed at each milestone it passed)."""
+    learning rate (optimizer.lr times the schedule's factor where training stopped)."""
     cfg, ft = ctx.cfg, ctx.cfg.finetune
     lr = ft.lr
     if lr is None:
-        passed = sum(m <= trained_steps for m in trained.milestones)
-        lr = cfg.train.lr * cfg.train.gamma**passed
+        lr = cfg.optimizer.lr * trained.schedule.factor(trained_steps)
     return finetune_phase(
         trained.folder,
         "finetune",
