@@ -191,3 +191,164 @@ def write_arrays(
     else:
         np.savez(path, **arrays)
     return path
+
+
+def _save_jpeg(path: Path, pixels: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path, quality=95)
+
+
+def write_cifar_n(
+    root: str | Path,
+    num_classes: int = 10,
+    n_train: int = 100,
+    disagree: bool = False,
+) -> Path:
+    """CIFAR-N's label file for the CIFAR training split write_cifar10 / write_cifar100 wrote
+    (label i % K): root/CIFAR-N/CIFAR-10_human.pt (clean_label, worse_label with every 4th label
+    moved on by one class, aggre_label every 10th, random_label1-3 every 6th) or
+    CIFAR-100_human.pt (clean_label, noisy_label every 4th), a torch.save'd dict of numpy arrays
+    as the real files are. `disagree`: clean_label differs from CIFAR's at position 7."""
+    import torch
+
+    clean = np.arange(n_train, dtype=np.int64) % num_classes
+
+    def moved(every: int) -> np.ndarray:
+        labels = clean.copy()
+        labels[::every] = (labels[::every] + 1) % num_classes
+        return labels
+
+    if num_classes == 10:
+        name = "CIFAR-10_human.pt"
+        content = {"worse_label": moved(4), "aggre_label": moved(10)}
+        content.update({f"random_label{r}": moved(6) for r in (1, 2, 3)})
+    else:
+        name = "CIFAR-100_human.pt"
+        content = {"noisy_label": moved(4)}
+    given = clean.copy()
+    if disagree:
+        given[7] = (given[7] + 1) % num_classes
+    folder = Path(root) / "CIFAR-N"
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({"clean_label": given, **content}, folder / name)
+    return folder / name
+
+
+def write_animal10n(root: str | Path, n_train: int = 30, n_test: int = 10, seed: int = 0) -> Path:
+    """ANIMAL-10N's layout: root/animal10n/{training,testing}/<label>_<id>.jpg, 64x64 JPEGs,
+    image i of a split has label i % 10 and id i (5 digits)."""
+    base = Path(root) / "animal10n"
+    for s, (split, n) in enumerate((("training", n_train), ("testing", n_test))):
+        labels = np.arange(n) % 10
+        images = class_images(labels, 10, 3, 64, seed + s)
+        for i, (image, c) in enumerate(zip(images, labels, strict=True)):
+            _save_jpeg(base / split / f"{c}_{i:05d}.jpg", image)
+    return base
+
+
+FOOD_CLASSES = ("apple_pie", "baklava", "churros")
+
+
+def write_food101n(
+    root: str | Path,
+    classes: tuple[str, ...] = FOOD_CLASSES,
+    n_per_class: int = 6,
+    n_test_per_class: int = 2,
+    size: int = 20,
+    seed: int = 0,
+) -> Path:
+    """Food-101N's layout under root/: Food-101N_release/images/<class>/<key>.jpg with
+    meta/classes.txt ('class_name' then the classes), meta/imagelist.tsv ('class_name/key' then
+    <class>/<key>.jpg, class by class), meta/verified_train.tsv and verified_val.tsv
+    ('class_name/key<TAB>verification_label'); and Food-101's food-101/images/<class>/<id>.jpg
+    with meta/test.txt (<class>/<id>) and meta/classes.txt. In each class, images 0-2 are
+    verified correct (1) and image 3 wrong (0) in verified_train.tsv, image 4 correct in
+    verified_val.tsv; image 5 shows the next class (a web-label error)."""
+    root = Path(root)
+    release, food101 = root / "Food-101N_release", root / "food-101"
+    (release / "meta").mkdir(parents=True, exist_ok=True)
+    (food101 / "meta").mkdir(parents=True, exist_ok=True)
+    k = len(classes)
+    shown = [(c + (i == 5)) % k for c in range(k) for i in range(n_per_class)]
+    images = class_images(np.asarray(shown), k, 3, size, seed)
+    listed, verified, val = ["class_name/key"], ["class_name/key\tverification_label"], []
+    val.append(verified[0])
+    for c, name in enumerate(classes):
+        for i in range(n_per_class):
+            key = f"{name}/{c:02d}{i:02d}abcdef{seed}.jpg"
+            _save_jpeg(release / "images" / key, images[c * n_per_class + i])
+            listed.append(key)
+            if i < 4:
+                verified.append(f"{key}\t{int(i < 3)}")
+            elif i == 4:
+                val.append(f"{key}\t1")
+    (release / "meta" / "classes.txt").write_text("\n".join(["class_name", *classes]) + "\n")
+    (release / "meta" / "imagelist.tsv").write_text("\n".join(listed) + "\n")
+    (release / "meta" / "verified_train.tsv").write_text("\n".join(verified) + "\n")
+    (release / "meta" / "verified_val.tsv").write_text("\n".join(val) + "\n")
+    test_labels = np.repeat(np.arange(k), n_test_per_class)
+    tests = []
+    for i, (image, c) in enumerate(
+        zip(class_images(test_labels, k, 3, size, seed + 1), test_labels, strict=True)
+    ):
+        _save_jpeg(food101 / "images" / classes[c] / f"{100 + i}.jpg", image)
+        tests.append(f"{classes[c]}/{100 + i}")
+    (food101 / "meta" / "test.txt").write_text("\n".join(tests) + "\n")
+    (food101 / "meta" / "classes.txt").write_text("\n".join(classes) + "\n")
+    return root
+
+
+def write_clothing1m(
+    root: str | Path,
+    n_noisy: int = 28,
+    n_overlap: int = 6,
+    n_extra: int = 4,
+    n_val: int = 3,
+    n_test: int = 14,
+    size: int = 20,
+    seed: int = 0,
+) -> Path:
+    """Clothing1M's layout under root/clothing1m/: images/<d>/<dd>/<name>.jpg, the label files
+    noisy_label_kv.txt / clean_label_kv.txt ('images/... <label>' lines), the key lists
+    noisy_train_key_list.txt, clean_train_key_list.txt, clean_val_key_list.txt,
+    clean_test_key_list.txt and category_names_eng.txt (14 classes). Noisy key i shows class
+    i % 14 and is labelled so, but every third label (i % 3 == 0) is moved on by one class;
+    the first `n_overlap` noisy keys also have a clean label (and are clean training keys), as
+    have `n_extra` clean training keys of their own, the validation and the test keys."""
+    base = Path(root) / "clothing1m"
+    base.mkdir(parents=True, exist_ok=True)
+
+    def key(prefix: str, i: int) -> str:
+        return f"images/{i % 10}/{i % 100:02d}/{prefix}{i}.jpg"
+
+    def write(prefix: str, n: int, s: int) -> tuple[list[str], np.ndarray]:
+        labels = np.arange(n) % 14
+        keys = [key(prefix, i) for i in range(n)]
+        for k, image in zip(keys, class_images(labels, 14, 3, size, seed + s), strict=True):
+            _save_jpeg(base / k, image)
+        return keys, labels
+
+    noisy_keys, true = write("n", n_noisy, 0)
+    noisy = true.copy()
+    noisy[::3] = (noisy[::3] + 1) % 14
+    extra, extra_y = write("c", n_extra, 1)
+    val, val_y = write("v", n_val, 2)
+    test, test_y = write("t", n_test, 3)
+    clean_train = noisy_keys[:n_overlap] + extra
+
+    def lines(keys: list[str], labels=None) -> str:
+        rows = keys if labels is None else [f"{k} {y}" for k, y in zip(keys, labels, strict=True)]
+        return "\n".join(rows) + "\n"
+
+    (base / "noisy_label_kv.txt").write_text(lines(noisy_keys, noisy))
+    clean_keys = noisy_keys[:n_overlap] + extra + val + test
+    clean_y = [*true[:n_overlap], *extra_y, *val_y, *test_y]
+    (base / "clean_label_kv.txt").write_text(lines(clean_keys, clean_y))
+    (base / "noisy_train_key_list.txt").write_text(lines(noisy_keys))
+    (base / "clean_train_key_list.txt").write_text(lines(clean_train))
+    (base / "clean_val_key_list.txt").write_text(lines(val))
+    (base / "clean_test_key_list.txt").write_text(lines(test))
+    names = ["T-Shirt", "Shirt", "Knitwear", "Chiffon", "Sweater", "Hoodie", "Windbreaker"]
+    names += ["Jacket", "Downcoat", "Suit", "Shawl", "Dress", "Vest", "Underwear"]
+    (base / "category_names_eng.txt").write_text("\n".join(names) + "\n")
+    return base

@@ -151,9 +151,20 @@ def test_a_registry_with_a_group_takes_one_schema_per_option():
         Registry("other").register("c", schema=MethodConf)(lambda: None)
 
 
+# A real-noise benchmark's preset goes with its dataset (it sets that benchmark's model).
+BENCHMARK_PROTOCOLS = {
+    "animal10n": "animal10n",
+    "cifar_n": "cifar10n",
+    "clothing1m": "clothing1m",
+    "food101n": "food101n",
+}
+
+
 @pytest.mark.parametrize("protocol", _options("protocol"))
 def test_every_protocol_composes_and_resolves(protocol):
-    cfg = compose_cfg(["dataset=cifar10", "model=resnet32", f"protocol={protocol}"])
+    dataset = BENCHMARK_PROTOCOLS.get(protocol)
+    overrides = [f"dataset={dataset}"] if dataset else ["dataset=cifar10", "model=resnet32"]
+    cfg = compose_cfg([*overrides, f"protocol={protocol}"])
     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
 
 

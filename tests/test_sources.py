@@ -35,11 +35,16 @@ def assert_blocks_match_labels(x: torch.Tensor, y: np.ndarray, num_classes: int)
 
 def test_registered_sources():
     assert SOURCES.names() == [
+        "animal10n",
         "arrays",
         "cifar10",
         "cifar100",
+        "cifar100n",
+        "cifar10n",
+        "clothing1m",
         "fashion_mnist",
         "folder",
+        "food101n",
         "imagenet10",
         "mnist",
         "toy2d",

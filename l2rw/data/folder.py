@@ -155,14 +155,24 @@ def _header(path: Path) -> tuple[str, tuple[int, int]]:
         ) from None
 
 
-def _decode(path: Path, mode: str, size: int | None, shape: tuple[int, int]) -> torch.Tensor:
+def decode_image(
+    path: Path,
+    mode: str,
+    size: int | None,
+    shape: tuple[int, int],
+    dataset: str = "folder",
+    fix: str = "Replace or delete it.",
+) -> torch.Tensor:
+    """uint8 [C, H, W] of the image at `path` in PIL `mode`: resized (shorter side) and
+    centre-cropped to `size` x `size`, or, with `size` None, required to be `shape` (H, W). A
+    damaged file ends in one DataError naming it, `dataset` and what to do (`fix`)."""
     try:
         with Image.open(path) as image:
             pixels = v2.functional.pil_to_tensor(image.convert(mode))
     except Exception as e:  # a truncated file fails here, after its header read fine
         raise DataError(
-            f"Dataset 'folder': {path} cannot be decoded ({type(e).__name__}: "
-            f"{next(iter(str(e).splitlines()), '')}); the file is damaged. Replace or delete it."
+            f"Dataset '{dataset}': {path} cannot be decoded ({type(e).__name__}: "
+            f"{next(iter(str(e).splitlines()), '')}); the file is damaged. {fix}"
         ) from None
     if size is not None:
         pixels = v2.functional.center_crop(
@@ -177,7 +187,29 @@ def _decode(path: Path, mode: str, size: int | None, shape: tuple[int, int]) -> 
     return pixels
 
 
-def _stamp(root: Path) -> tuple[tuple[str, int, int], ...]:
+def check_memory(
+    dataset: str,
+    count: int,
+    channels: int,
+    side: tuple[int, int],
+    max_memory_gb: float,
+    advice: str = (
+        "Set a smaller dataset.options.size, or raise dataset.options.max_memory_gb if the "
+        "machine has the memory."
+    ),
+) -> None:
+    """Refuse, before any decoding, `count` images of `channels` x `side` (H, W) whose uint8
+    tensors would take more than `max_memory_gb`; `advice` says what to do."""
+    need_gb = count * channels * side[0] * side[1] / 2**30
+    if need_gb > max_memory_gb:
+        raise DataError(
+            f"Dataset '{dataset}': {count} images of {channels}x{side[0]}x{side[1]} take "
+            f"{need_gb:.1f} GB decoded (uint8), more than dataset.options.max_memory_gb="
+            f"{max_memory_gb}. {advice}"
+        )
+
+
+def tree_stamp(root: Path) -> tuple[tuple[str, int, int], ...]:
     """Every file under `root` with its size and mtime: a changed tree is read again."""
     stamp = []
     for folder, _, files in os.walk(root):
@@ -207,20 +239,12 @@ def _read_tree(
         raise DataError(f"dataset.options.channels={channels} must be 1 (grayscale) or 3 (RGB).")
     width, height = every[0][1]
     side = (size, size) if size is not None else (height, width)
-    count = len(every)
-    need_gb = count * channels * side[0] * side[1] / 2**30
-    if need_gb > max_memory_gb:
-        raise DataError(
-            f"Dataset 'folder': {count} images of {channels}x{side[0]}x{side[1]} take "
-            f"{need_gb:.1f} GB decoded (uint8), more than dataset.options.max_memory_gb="
-            f"{max_memory_gb}. Set a smaller dataset.options.size, or raise "
-            "dataset.options.max_memory_gb if the machine has the memory."
-        )
+    check_memory("folder", len(every), channels, side, max_memory_gb)
     mode = "L" if channels == 1 else "RGB"
     sources = []
     for split in SPLITS:
         listing = listings[split]
-        x = torch.stack([_decode(p, mode, size, side) for p in listing.files])
+        x = torch.stack([decode_image(p, mode, size, side) for p in listing.files])
         y = np.asarray(listing.labels, dtype=np.int64)
         sources.append(
             RawSource(x=x, y=y, num_classes=len(names), classes=names, truth_known=False)
@@ -252,5 +276,5 @@ def _folder(
         names = _class_folders(tree, None if listed is None else list(listed))
         split = _list_split(tree, "train" if train else "test", names, listed is not None)
         verify_images(verify, "folder", list(split.files))
-    sources = _read_tree(tree, listed, size, channels, float(max_memory_gb), _stamp(tree))
+    sources = _read_tree(tree, listed, size, channels, float(max_memory_gb), tree_stamp(tree))
     return sources[0 if train else 1]

@@ -287,7 +287,7 @@ CIFAR_N_HINT = (
 INDEX_COLUMN = "index"
 
 
-def _read_label_file(path: Path) -> np.ndarray | dict[str, np.ndarray]:
+def read_label_file(path: Path) -> np.ndarray | dict[str, np.ndarray]:
     """Labels from .npy, .csv/.txt or .pt (an array, or a dict of arrays such as CIFAR-N's).
 
     A .csv / .txt holds one label per line; or two columns `index,label` (no header); or a
@@ -414,7 +414,7 @@ def _real(
             f"option. {CIFAR_N_HINT}."
         )
     try:
-        content = _read_label_file(path)
+        content = read_label_file(path)
     except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
         raise DataError(f"noise 'real': cannot read labels from {path} ({e}).") from None
     noisy = _label_set(path, content, "key", key)

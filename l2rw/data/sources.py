@@ -111,7 +111,9 @@ class RawSource:
     files give beside them (an arrays file's `y_train` next to its `y_train_clean`; a real-noise
     benchmark's crowd or web labels), read by `noise=source`. `truth_known=False`: `y` is the
     only label set given and may itself be noisy, so "cleaning" a selected example cannot
-    correct it.
+    correct it. `clean_candidates`: the training positions whose label is verified true (a
+    benchmark's human-checked subset); when given, the clean (meta) pool is drawn among them
+    only (None: any training example may be drawn).
     """
 
     x: torch.Tensor
@@ -120,6 +122,7 @@ class RawSource:
     classes: list[str]
     y_observed: np.ndarray | None = None
     truth_known: bool = True
+    clean_candidates: np.ndarray | None = None
 
 
 def load_source(
@@ -145,7 +148,7 @@ def load_source(
             cache.save()
 
 
-def _require_root(name: str, root: Path | None) -> Path:
+def require_root(name: str, root: Path | None) -> Path:
     if root is None:
         raise DataError(
             f"No data directory given for dataset '{name}'. Set paths.data_dir=... or the "
@@ -198,7 +201,7 @@ def _mnist_like(
     verify: VerifyCache | None,
     download: bool,
 ) -> RawSource:
-    root = _require_root(name, root)
+    root = require_root(name, root)
     folder = root / cls.__name__ / "raw"
     files = [f"{s}-{k}-ubyte" for s in ("train", "t10k") for k in ("images-idx3", "labels-idx1")]
     if verify is not None:  # torchvision's MD5s are those of the archives, checked before use
@@ -231,7 +234,7 @@ def _fashion_mnist(
     return _mnist_like("fashion_mnist", datasets.FashionMNIST, root, train, verify, download)
 
 
-class _CIFAR10(datasets.CIFAR10):
+class CIFAR10Files(datasets.CIFAR10):
     """CIFAR-10 that checks only that its files exist, not their MD5s.
 
     `verify_cifar` checks the MD5s instead, after the structure, so a truncated file is reported
@@ -244,15 +247,15 @@ class _CIFAR10(datasets.CIFAR10):
     meta = {**datasets.CIFAR10.meta, "md5": None}
 
 
-class _CIFAR100(datasets.CIFAR100):
-    """CIFAR-100 with existence-only file checks, for the same reason as `_CIFAR10`."""
+class CIFAR100Files(datasets.CIFAR100):
+    """CIFAR-100 with existence-only file checks, for the same reason as `CIFAR10Files`."""
 
     train_list = [[f, None] for f, _ in datasets.CIFAR100.train_list]
     test_list = [[f, None] for f, _ in datasets.CIFAR100.test_list]
     meta = {**datasets.CIFAR100.meta, "md5": None}
 
 
-def _cifar(
+def read_cifar(
     name: str,
     cls: type[datasets.CIFAR10],
     published: type[datasets.CIFAR10],
@@ -262,7 +265,7 @@ def _cifar(
     download: bool,
 ) -> RawSource:
     """`cls` reads the files, `published` (torchvision's class) has their MD5s."""
-    root = _require_root(name, root)
+    root = require_root(name, root)
     folder = root / cls.base_folder
     files = [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
     _ensure_files(name, root, folder, files, download, lambda: cls(str(root), download=True))
@@ -282,14 +285,14 @@ def _cifar(
 def _cifar10(
     root: Path | None, train: bool, verify: VerifyCache | None, download: bool = True
 ) -> RawSource:
-    return _cifar("cifar10", _CIFAR10, datasets.CIFAR10, root, train, verify, download)
+    return read_cifar("cifar10", CIFAR10Files, datasets.CIFAR10, root, train, verify, download)
 
 
 @SOURCES.register("cifar100", schema=CIFAR100Conf)
 def _cifar100(
     root: Path | None, train: bool, verify: VerifyCache | None, download: bool = True
 ) -> RawSource:
-    return _cifar("cifar100", _CIFAR100, datasets.CIFAR100, root, train, verify, download)
+    return read_cifar("cifar100", CIFAR100Files, datasets.CIFAR100, root, train, verify, download)
 
 
 class _ListedImageFolder(datasets.ImageFolder):
@@ -392,7 +395,7 @@ def _imagenet10(
     in memory as uint8 [N, 3, S, S] (shorter side to S, then a centre crop). `classes`: the class
     folders to read, in order (label = position in the list), others ignored; None: every folder,
     sorted. `download` is ignored: ImageNet cannot be downloaded automatically."""
-    base = Path(path) if path is not None else _require_root("imagenet10", root) / "imagenet10"
+    base = Path(path) if path is not None else require_root("imagenet10", root) / "imagenet10"
     folder = base / ("train" if train else "val")
     transform = v2.Compose(
         [v2.ToImage(), v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)]
@@ -506,4 +509,5 @@ def _toy2d(
 
 # Imported after SOURCES and RawSource exist: each module registers its datasets.
 import l2rw.data.arrays  # noqa: E402, F401
+import l2rw.data.benchmarks  # noqa: E402, F401
 import l2rw.data.folder  # noqa: E402, F401

@@ -99,6 +99,14 @@ def _take_clean(
     return np.sort(np.concatenate(parts))
 
 
+def _clean_candidates(src: RawSource, pool: np.ndarray) -> np.ndarray:
+    """The positions of `pool` the clean pool may be drawn from: those whose label the files
+    verify (`RawSource.clean_candidates`), or all of `pool` when they say nothing."""
+    if src.clean_candidates is None:
+        return pool
+    return np.intersect1d(pool, src.clean_candidates)
+
+
 def clean_request(ds: DictConfig, num_classes: int) -> tuple[int, bool]:
     """(size, balanced) of the clean pool: `clean_per_class` per class, or `clean_size`."""
     if ds.clean_per_class is not None:
@@ -166,7 +174,8 @@ def build_data(cfg: DictConfig) -> DataBundle:
         test_pos = np.setdiff1d(test_pos, hv_pos)
 
     if not ds.clean_from_budget:
-        clean_pos = _take_clean(rng, pool, labels, *clean_request(ds, k), k)
+        candidates = _clean_candidates(train_src, pool)
+        clean_pos = _take_clean(rng, candidates, labels, *clean_request(ds, k), k)
         pool = np.setdiff1d(pool, clean_pos)
     imb_opts = {key: v for key, v in cfg.imbalance.items() if key != "name" and v is not None}
     imb = apply_imbalance(cfg.imbalance.name, labels[pool], k, rng, **imb_opts)
@@ -175,7 +184,8 @@ def build_data(cfg: DictConfig) -> DataBundle:
     mapped = remap(labels)
     if ds.clean_from_budget:
         n_clean, balanced = clean_request(ds, imb.num_classes)
-        clean_pos = _take_clean(rng, pool, mapped, n_clean, balanced, imb.num_classes)
+        candidates = _clean_candidates(train_src, pool)
+        clean_pos = _take_clean(rng, candidates, mapped, n_clean, balanced, imb.num_classes)
         pool = np.setdiff1d(pool, clean_pos)
     elif imb.label_map is not None:
         clean_pos = clean_pos[np.isin(labels[clean_pos], list(imb.label_map))]
