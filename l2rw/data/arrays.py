@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from omegaconf import MISSING
 
-from l2rw.config.options import DatasetConf, DatasetOptions
+from l2rw.config.options import DatasetOptions
+from l2rw.data.describe import OwnDataConf
 from l2rw.data.sources import SOURCES, RawSource
 from l2rw.data.verify import VerifyCache
 from l2rw.errors import DataError
@@ -39,26 +40,11 @@ class ArraysOptions(DatasetOptions):
 
 
 @dataclass
-class ArraysConf(DatasetConf):
+class ArraysConf(OwnDataConf):
     """Arrays from one file; class count, input shape and the inputs' mean and std
     (normalize=standard: per channel for images, per feature for vectors, over the training
     split) come from it unless given."""
 
-    num_classes: int = "${dataset_info:num_classes}"  # type: ignore[assignment]
-    input_shape: list[int] = "${dataset_info:input_shape}"  # type: ignore[assignment]
-    normalize: str = "standard"
-    mean: list[float] | None = "${dataset_info:mean}"  # type: ignore[assignment]
-    std: list[float] | None = "${dataset_info:std}"  # type: ignore[assignment]
-    # As dataset=folder: 100 clean training examples; no hyper-validation set unless asked.
-    clean_size: int = 100
-    clean_balanced: bool = False
-    hyper_val_size: int = 0
-    hyper_val_from: str = "test"
-    hyper_val_noisy: bool = False
-    # RBC / GBC: 100 meta samples in all (as many as the clean set above), 50 of them drawn at
-    # random for the warm-up.
-    rbc_budget: int | None = 100
-    rbc_warmup: int | None = 50
     options: ArraysOptions = field(default_factory=ArraysOptions)
 
 

@@ -22,7 +22,8 @@ from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
-from l2rw.config.options import DatasetConf, DatasetOptions
+from l2rw.config.options import DatasetOptions
+from l2rw.data.describe import OwnDataConf
 from l2rw.data.sources import SOURCES, RawSource
 from l2rw.data.verify import VerifyCache, verify_images
 from l2rw.errors import DataError
@@ -48,27 +49,11 @@ class FolderOptions(DatasetOptions):
 
 
 @dataclass
-class FolderConf(DatasetConf):
+class FolderConf(OwnDataConf):
     """A user's image tree. Class count and input shape come from the files
     (`${dataset_info:...}`), and so do the channels' mean and std (normalize=standard), over the
     training images, unless given."""
 
-    num_classes: int = "${dataset_info:num_classes}"  # type: ignore[assignment]
-    input_shape: list[int] = "${dataset_info:input_shape}"  # type: ignore[assignment]
-    normalize: str = "standard"
-    mean: list[float] | None = "${dataset_info:mean}"  # type: ignore[assignment]
-    std: list[float] | None = "${dataset_info:std}"  # type: ignore[assignment]
-    # A clean (meta) set of 100 training images and a hyper-validation set of 10% of the test
-    # images, noise-free; set them to what your question needs.
-    clean_size: int = 100
-    clean_balanced: bool = False
-    hyper_val_size: int = 0
-    hyper_val_from: str = "test"
-    hyper_val_noisy: bool = False
-    # RBC / GBC: 100 meta samples in all (as many as the clean set above), 50 of them drawn at
-    # random for the warm-up.
-    rbc_budget: int | None = 100
-    rbc_warmup: int | None = 50
     options: FolderOptions = field(default_factory=FolderOptions)
 
 

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from l2rw.config.options import DatasetConf, DatasetOptions
+from l2rw.config.options import DatasetOptions
 from l2rw.data.benchmarks.listing import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
+    WebImagesConf,
     decode_all,
     file_stamp,
     parse_label,
@@ -52,21 +51,12 @@ class Clothing1MOptions(DatasetOptions):
 
 
 @dataclass
-class Clothing1MConf(DatasetConf):
+class Clothing1MConf(WebImagesConf):
     """Clothing1M: 1M training images labelled by their web text (~38% wrong) plus the 47,570
     clean-labelled training images; tested on the 10,526 clean test images. The clean-labelled
     training images are the only clean-pool candidates."""
 
     num_classes: int = 14
-    input_shape: list[int] = field(
-        default_factory=lambda: [3, "${dataset.options.size}", "${dataset.options.size}"]
-    )
-    # ImageNet's channel mean / std: the input of the ImageNet-pretrained ResNet-50 the
-    # literature fine-tunes.
-    normalize: str = "standard"
-    mean: list[float] | None = field(default_factory=lambda: list(IMAGENET_MEAN))
-    std: list[float] | None = field(default_factory=lambda: list(IMAGENET_STD))
-    augment: str = "crop_flip"
     # The meta set: 7,000 clean-labelled training images, not class-balanced. MW-Net draws its
     # meta set from clean_val (14,313 images) instead, which this pipeline cannot: its clean
     # pool comes from the training split.

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from l2rw.config.options import DatasetConf, DatasetOptions
+from l2rw.config.options import DatasetOptions
 from l2rw.data.benchmarks.listing import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
+    WebImagesConf,
     decode_all,
     file_stamp,
     read_lines,
@@ -37,22 +36,13 @@ class Food101NOptions(DatasetOptions):
 
 
 @dataclass
-class Food101NConf(DatasetConf):
+class Food101NConf(WebImagesConf):
     """Food-101N: 310,009 web images of the 101 Food-101 classes, labelled by their search
     class (~20% wrong); 52,868 of them verified by people (meta/verified_train.tsv), of which
     those verified correct are the only clean-pool candidates; tested on Food-101's 25,250 test
     images."""
 
     num_classes: int = 101
-    input_shape: list[int] = field(
-        default_factory=lambda: [3, "${dataset.options.size}", "${dataset.options.size}"]
-    )
-    # ImageNet's channel mean / std: the input of the ImageNet-pretrained ResNet-50 CleanNet
-    # uses.
-    normalize: str = "standard"
-    mean: list[float] | None = field(default_factory=lambda: list(IMAGENET_MEAN))
-    std: list[float] | None = field(default_factory=lambda: list(IMAGENET_STD))
-    augment: str = "crop_flip"
     # 10 verified-correct images per class (of ~420 per class).
     clean_size: int = 1010
     # Hyper-validation: 5,000 training images with their web labels (L2RW's choice), so that

@@ -3,10 +3,12 @@
 import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from l2rw.config.options import DatasetConf
 from l2rw.data.folder import decode_image
 from l2rw.errors import DataError
 
@@ -81,3 +83,18 @@ def require_images(dataset: str, listing: Path, files: list[Path], fix: str) -> 
             f"{shown}. The images are incomplete (an archive not fully extracted?) or the "
             f"listing belongs to another copy. {fix}"
         )
+
+
+@dataclass
+class WebImagesConf(DatasetConf):
+    """What the web-image benchmarks share (Food-101N, Clothing1M): photos resized to
+    `dataset.options.size`, ImageNet's channel mean / std (the input of the ImageNet-pretrained
+    ResNet-50 the literature fine-tunes), random crops and flips in training."""
+
+    input_shape: list[int] = field(
+        default_factory=lambda: [3, "${dataset.options.size}", "${dataset.options.size}"]
+    )
+    normalize: str = "standard"
+    mean: list[float] | None = field(default_factory=lambda: list(IMAGENET_MEAN))
+    std: list[float] | None = field(default_factory=lambda: list(IMAGENET_STD))
+    augment: str = "crop_flip"
