@@ -111,6 +111,29 @@ class DatasetConf:
 
 
 @dataclass
+class OwnDataConf(DatasetConf):
+    """The base schema of a dataset read from a user's files (`dataset=folder`, `dataset=arrays`):
+    class count, input shape and the inputs' mean and std come from the files, unless given."""
+
+    num_classes: int = "${dataset_info:num_classes}"  # type: ignore[assignment]
+    input_shape: list[int] = "${dataset_info:input_shape}"  # type: ignore[assignment]
+    normalize: str = "standard"
+    mean: list[float] | None = "${dataset_info:mean}"  # type: ignore[assignment]
+    std: list[float] | None = "${dataset_info:std}"  # type: ignore[assignment]
+    # A clean (meta) set of 100 random training examples; no hyper-validation set unless asked
+    # (then drawn from the test images, noise-free). Set them to what your question needs.
+    clean_size: int = 100
+    clean_balanced: bool = False
+    hyper_val_size: int = 0
+    hyper_val_from: str = "test"
+    hyper_val_noisy: bool = False
+    # RBC / GBC: 100 meta samples in all (as many as the clean set above), 50 of them drawn at
+    # random for the warm-up.
+    rbc_budget: int | None = 100
+    rbc_warmup: int | None = 50
+
+
+@dataclass
 class ModelOptions:
     """A model's builder options (none here): each model's options subclass it."""
 

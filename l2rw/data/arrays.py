@@ -20,8 +20,7 @@ import numpy as np
 import torch
 from omegaconf import MISSING
 
-from l2rw.config.options import DatasetOptions
-from l2rw.data.describe import OwnDataConf
+from l2rw.config.options import DatasetOptions, OwnDataConf
 from l2rw.data.sources import SOURCES, RawSource
 from l2rw.data.verify import VerifyCache
 from l2rw.errors import DataError

@@ -22,8 +22,7 @@ from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
-from l2rw.config.options import DatasetOptions
-from l2rw.data.describe import OwnDataConf
+from l2rw.config.options import DatasetOptions, OwnDataConf
 from l2rw.data.sources import SOURCES, RawSource
 from l2rw.data.verify import VerifyCache, verify_images
 from l2rw.errors import DataError

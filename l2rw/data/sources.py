@@ -505,9 +505,3 @@ def _toy2d(
     `toy2d_splits`."""
     x, y = toy2d_splits(seed, std)["train" if train else "test"]
     return RawSource(x=x, y=y, num_classes=2, classes=["lower", "upper"])
-
-
-# Imported after SOURCES and RawSource exist: each module registers its datasets.
-import l2rw.data.arrays  # noqa: E402, F401
-import l2rw.data.benchmarks  # noqa: E402, F401
-import l2rw.data.folder  # noqa: E402, F401
