@@ -8,6 +8,7 @@ into the run's record like any other. The training split is read once per proces
 """
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,11 @@ class SourceInfo:
 EMPTY: dict[str, Any] = {"num_classes": 0, "input_shape": [], "mean": [], "std": []}
 
 
+@lru_cache(maxsize=2)
 def describe(source: RawSource) -> SourceInfo:
-    """The protocol values of a training split; a constant input's std is taken as 1."""
+    """The protocol values of a training split; a constant input's std is taken as 1. Cached
+    per source object: `${dataset_info:...}` is resolved at every access to a field, and the
+    loaders return the same object while the files are unchanged."""
     x = source.x
     values = x.double() / 255.0 if x.dtype == torch.uint8 else x.double()
     dims = [d for d in range(values.dim()) if d != 1]

@@ -102,7 +102,7 @@ _FIX = (
 )
 
 
-@dataclass
+@dataclass(eq=False)
 class RawSource:
     """One split of a dataset: images [N, C, H, W] uint8 (feature vectors: float32 [N, D]),
     int64 labels.
@@ -114,6 +114,9 @@ class RawSource:
     correct it. `clean_candidates`: the training positions whose label is verified true (a
     benchmark's human-checked subset); when given, the clean (meta) pool is drawn among them
     only (None: any training example may be drawn).
+
+    Compared and hashed by identity (tensors have no single truth value): the loaders keep one
+    object per state of the files, so per-source work can be cached on it.
     """
 
     x: torch.Tensor

@@ -44,8 +44,7 @@ class CIFAR10NConf(CIFAR10Conf):
 
 @dataclass
 class CIFAR100NOptions(CIFARNOptions):
-    # null: ${paths.data_dir}/CIFAR-N/CIFAR-100_human.pt.
-    labels_path: str | None = None
+    # labels_path null: ${paths.data_dir}/CIFAR-N/CIFAR-100_human.pt.
     # noisy_label (CIFAR-100N, ~40% noise) or clean_label.
     label_set: str = "noisy_label"
 
