@@ -10,7 +10,7 @@ from test_report_fakes import fig2_spec, make_record, write_record
 from l2rw.report.aggregate import aggregate, ci95
 from l2rw.report.frame import records_frame, reported_value, variant
 from l2rw.report.records import load_local
-from l2rw.report.spec import load_spec, short_names
+from l2rw.report.spec import NOT_APPLICABLE, load_spec, short_names
 
 
 def aggregated(tmp_path, records, **spec_changes):
@@ -167,6 +167,35 @@ def test_a_global_group_that_sets_a_column_key_is_the_tables_own():
     assert variant(["+pretraining=without"], ["selector.name"]) == "+pretraining=without"
     spec = load_spec("rbc_table10_mnist", ["scale=cpu"])
     assert spec.expected["selector.pretrain"] == [True, False]
+
+
+def test_keys_an_approach_sets_together_and_a_key_a_row_does_not_have(tmp_path):
+    """vit_fmnist's rows are `+approach` options: `l2rw_optimizer` extends `l2rw` (its
+    defaults list), and baseline and meta_reweight have no `method.lookahead`: their cells
+    carry NOT_APPLICABLE, and so do their runs, which are counted, not dropped as keyless."""
+    spec = load_spec("vit_fmnist", ["scale=cpu"])
+    assert spec.joint == (("method.name", "method.lookahead"),)
+    rows = {cell[:2] for cell in spec.expected_cells()}
+    assert rows == {
+        ("baseline", NOT_APPLICABLE),
+        ("l2rw", "sgd"),
+        ("l2rw", "optimizer"),
+        ("meta_reweight", NOT_APPLICABLE),
+    }
+    records = [make_record(method="baseline"), make_record(method="l2rw")]
+    records[1]["config"]["method"]["lookahead"] = "optimizer"
+    for i, record in enumerate(records):
+        record["metrics"]["test_acc_before_ft"] = 0.5
+        write_record(tmp_path, record, name=f"run{i}")
+    frame = records_frame(load_local(tmp_path, "l2rw_fig2"), spec)
+    assert set(zip(frame["method"], frame["lookahead"], strict=True)) == {
+        ("baseline", NOT_APPLICABLE),
+        ("l2rw", "optimizer"),
+    }
+    # A table whose sweep expects the key in every cell still excludes a run without it.
+    other = fig2_spec(rows=["method.name", "method.lookahead"], expected={})
+    frame = records_frame(load_local(tmp_path, "l2rw_fig2"), other)
+    assert frame["lookahead"].isna().sum() == 1
 
 
 def test_short_names_fall_back_to_full_keys_on_clashes():

@@ -11,6 +11,7 @@ import pandas as pd
 from l2rw.report.records import Record
 from l2rw.report.spec import (
     LEGACY_VALUES,
+    NOT_APPLICABLE,
     ROUNDS,
     RUN_COLUMNS,
     STAGE,
@@ -112,7 +113,7 @@ def _row(
     data, config = record.data, record.data.config
     metric = as_number(metric)
     row = {
-        short: own[key] if key in own else hashable(recorded_value(config, key))
+        short: own[key] if key in own else key_value(config, key, spec)
         for key, short in spec.short.items()
     }
     row.update(
@@ -133,6 +134,16 @@ def _row(
         finished_at=data.finished_at,
     )
     return row
+
+
+def key_value(config: dict[str, Any], key: str, spec: TableSpec) -> Any:
+    """A row / column key's value in a run's config; NOT_APPLICABLE for a run without the
+    setting where the table's sweep expects cells without it (else None: the run is excluded
+    as having no value for the key)."""
+    value = recorded_value(config, key)
+    if value is None and NOT_APPLICABLE in (spec.expected.get(key) or []):
+        return NOT_APPLICABLE
+    return hashable(value)
 
 
 def run_protocol(config: dict[str, Any], spec: TableSpec) -> dict[str, Any]:

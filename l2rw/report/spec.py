@@ -106,6 +106,12 @@ STAGE = "stage"
 ROUNDS = "selection.meta_samples"
 
 
+# The value of a row / column key in a cell whose runs have no such setting: an option of a
+# swept global group that leaves the key unset where the table's config has none either (with
+# `+approach`, `method.lookahead` of the baseline row).
+NOT_APPLICABLE = "—"
+
+
 def table_names() -> list[str]:
     return sorted(p.stem for p in (Path(CONF_DIR) / "table").glob("*.yaml"))
 
@@ -358,7 +364,8 @@ def _expected_values(cfg: DictConfig, key: str, sweeps: dict[str, list[Any]]) ->
     for swept, options in sweeps.items():
         if _sets(swept, options, key):  # a swept global group whose options may set `key`
             values = [global_option_value(swept, option, key) for option in options]
-            return [value if v is None else v for v in values]
+            fallback = NOT_APPLICABLE if value is None else value
+            return [fallback if v is None else v for v in values]
     return None if value is None else [value]
 
 
@@ -390,11 +397,19 @@ def global_option_value(group: str, option: str, key: str) -> Any:
 @cache
 def _global_option(group: str, option: str) -> DictConfig | None:
     """The option file of a `# @package _global_` group, read once per process (the report asks
-    for every override of every record)."""
+    for every override of every record), over the options of the same group its defaults list
+    names (`conf/approach/l2rw_optimizer.yaml` extends `l2rw`); `override /group: ...` entries
+    select other groups' options, whose values the file states where a report needs them."""
     path = Path(CONF_DIR, *group.split("."), f"{option}.yaml")
     if not path.is_file() or "@package _global_" not in path.read_text():
         return None
-    return OmegaConf.load(path)
+    own = OmegaConf.load(path)
+    bases = [
+        _global_option(group, entry)
+        for entry in own.pop("defaults", [])
+        if isinstance(entry, str) and entry != "_self_"
+    ]
+    return OmegaConf.merge(*(b for b in bases if b is not None), own)
 
 
 def _option_name(group: str, option: str) -> Any:
