@@ -21,6 +21,7 @@ import torch
 from omegaconf import MISSING
 
 from l2rw.config.options import DatasetOptions, OwnDataConf
+from l2rw.data.noise import integer_labels
 from l2rw.data.sources import SOURCES, RawSource
 from l2rw.data.verify import VerifyCache
 from l2rw.errors import DataError
@@ -79,16 +80,14 @@ def _labels(path: Path, key: str, values: np.ndarray, n: int) -> np.ndarray:
             f"Dataset 'arrays': {key} in {path} has shape {list(values.shape)}, but the matching "
             f"x array holds {n} examples: it must be one integer label per example, shape [{n}]."
         )
-    integral = np.issubdtype(values.dtype, np.integer) or (
-        np.issubdtype(values.dtype, np.floating) and np.all(values == np.round(values))
-    )
-    if not integral or (len(values) and values.min() < 0):
+    labels = integer_labels(values)
+    if labels is None or (len(labels) and labels.min() < 0):
         raise DataError(
             f"Dataset 'arrays': {key} in {path} must hold class indices 0..K-1 (integers); "
             f"it holds {values.dtype} values from {values.min()} to {values.max()}. Map class "
             "names to indices first (e.g. numpy.unique(names, return_inverse=True))."
         )
-    return values.astype(np.int64)
+    return labels
 
 
 def _inputs(path: Path, key: str, x: np.ndarray, layout: str) -> torch.Tensor:

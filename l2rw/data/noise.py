@@ -364,15 +364,25 @@ def _label_set(
             f"noise 'real': {path} holds one label set, so there is no '{key}' in it; drop the "
             "key option or point path=... at a file with named label sets."
         )
-    labels = np.asarray(content).reshape(-1)
-    if labels.dtype.kind in "US":
-        try:
-            labels = labels.astype(np.int64)
-        except ValueError:
-            labels = labels.astype(object)
-    if not np.issubdtype(labels.dtype, np.number) or np.any(labels != np.round(labels)):
+    labels = integer_labels(np.asarray(content).reshape(-1))
+    if labels is None:
         raise DataError(f"noise 'real': the labels {key or ''} in {path} are not integers.")
-    return labels.astype(np.int64)
+    return labels
+
+
+def integer_labels(values: np.ndarray) -> np.ndarray | None:
+    """`values` as int64 when every one is a whole number (an integer type, whole floats, or
+    digit strings as a .csv column gives them); None otherwise. What a label file must hold."""
+    if values.dtype.kind in "US":
+        try:
+            values = values.astype(np.int64)
+        except ValueError:
+            return None
+    if np.issubdtype(values.dtype, np.integer):
+        return values.astype(np.int64)
+    if not np.issubdtype(values.dtype, np.floating) or np.any(values != np.round(values)):
+        return None
+    return values.astype(np.int64)
 
 
 @dataclass

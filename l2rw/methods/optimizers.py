@@ -11,12 +11,12 @@ ahead through any of these optimizers exactly (`l2rw.meta.optimizer_steps`).
 """
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
 from l2rw.config.options import OptimizerConf, ScheduleConf, require
 from l2rw.registry import Registry
@@ -62,69 +62,28 @@ class AdagradConf(OptimizerConf):
 Params = Iterable[torch.nn.Parameter]
 
 
-@OPTIMIZERS.register("sgd", schema=SGDConf)
-def _sgd(params: Params, lr: float, weight_decay: float, momentum: float, nesterov: bool):
-    return torch.optim.SGD(
-        params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay
-    )
+def _torch_optimizer(optimizer: type[torch.optim.Optimizer]) -> Callable[..., Any]:
+    """A builder of torch's `optimizer` from an option's fields, which are its keyword
+    arguments (a list, such as Adam's betas, passed as a tuple)."""
+
+    def build(params: Params, **options: Any) -> torch.optim.Optimizer:
+        kwargs = {
+            k: tuple(v) if isinstance(v, list | ListConfig) else v for k, v in options.items()
+        }
+        return optimizer(params, **kwargs)
+
+    build.__doc__ = f"torch.optim.{optimizer.__name__} over `params` with the option's values."
+    return build
 
 
-@OPTIMIZERS.register("adam", schema=AdamConf)
-def _adam(
-    params: Params, lr: float, weight_decay: float, betas: list[float], eps: float, amsgrad: bool
+for _name, _schema, _optimizer in (
+    ("sgd", SGDConf, torch.optim.SGD),
+    ("adam", AdamConf, torch.optim.Adam),
+    ("adamw", AdamWConf, torch.optim.AdamW),
+    ("rmsprop", RMSpropConf, torch.optim.RMSprop),
+    ("adagrad", AdagradConf, torch.optim.Adagrad),
 ):
-    return torch.optim.Adam(
-        params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad
-    )
-
-
-@OPTIMIZERS.register("adamw", schema=AdamWConf)
-def _adamw(
-    params: Params, lr: float, weight_decay: float, betas: list[float], eps: float, amsgrad: bool
-):
-    return torch.optim.AdamW(
-        params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad
-    )
-
-
-@OPTIMIZERS.register("rmsprop", schema=RMSpropConf)
-def _rmsprop(
-    params: Params,
-    lr: float,
-    weight_decay: float,
-    alpha: float,
-    eps: float,
-    momentum: float,
-    centered: bool,
-):
-    return torch.optim.RMSprop(
-        params,
-        lr=lr,
-        alpha=alpha,
-        eps=eps,
-        weight_decay=weight_decay,
-        momentum=momentum,
-        centered=centered,
-    )
-
-
-@OPTIMIZERS.register("adagrad", schema=AdagradConf)
-def _adagrad(
-    params: Params,
-    lr: float,
-    weight_decay: float,
-    lr_decay: float,
-    eps: float,
-    initial_accumulator_value: float,
-):
-    return torch.optim.Adagrad(
-        params,
-        lr=lr,
-        lr_decay=lr_decay,
-        weight_decay=weight_decay,
-        eps=eps,
-        initial_accumulator_value=initial_accumulator_value,
-    )
+    OPTIMIZERS.register(_name, schema=_schema)(_torch_optimizer(_optimizer))
 
 
 def build_optimizer(cfg: DictConfig, params: Params, lr: float | None = None):

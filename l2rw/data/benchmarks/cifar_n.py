@@ -9,7 +9,7 @@ import numpy as np
 from torchvision import datasets
 
 from l2rw.config.options import DatasetOptions
-from l2rw.data.noise import read_label_file
+from l2rw.data.noise import integer_labels, read_label_file
 from l2rw.data.sources import (
     SOURCES,
     CIFAR10Conf,
@@ -89,17 +89,14 @@ def _cifar_n_labels(
         )
     labels = {}
     for key in ("clean_label", label_set):
-        values = np.asarray(content[key]).reshape(-1)
-        integral = np.issubdtype(values.dtype, np.integer) or (
-            np.issubdtype(values.dtype, np.floating) and np.all(values == np.round(values))
-        )
-        if len(values) != len(cifar_labels) or not integral:
+        raw = np.asarray(content[key]).reshape(-1)
+        values = integer_labels(raw)
+        if len(raw) != len(cifar_labels) or values is None:
             raise DataError(
-                f"Dataset '{name}': {key} in {path} holds {len(values)} {values.dtype} values, "
+                f"Dataset '{name}': {key} in {path} holds {len(raw)} {raw.dtype} values, "
                 f"but CIFAR's training split has {len(cifar_labels)} images: CIFAR-N gives one "
                 f"integer label per training image, in CIFAR's order. {get}"
             )
-        values = values.astype(np.int64)
         if len(values) and (values.min() < 0 or values.max() >= k):
             raise DataError(
                 f"Dataset '{name}': {key} in {path} holds labels from {values.min()} to "
