@@ -88,7 +88,7 @@ sync: install
 
 bench: install
 	$(PY) scripts/bench_meta_step.py
-	$(PY) scripts/bench_optimizer_meta_step.py
+	$(PY) scripts/bench_meta_step.py --optimizer adamw
 	$(PY) scripts/bench_selection.py
 
 clean:
