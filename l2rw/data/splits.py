@@ -48,10 +48,19 @@ class DataBundle:
     test: Split
     num_classes: int
     facts: dict[str, Any] = field(default_factory=dict)
+    # The source positions of the training examples whose true label is known, so that cleaning
+    # one gives it (RawSource.clean_candidates: a benchmark's verified labels); None: all of them.
+    cleanable: np.ndarray | None = None
 
     def to(self, device: torch.device) -> "DataBundle":
         moved = {k: getattr(self, k).to(device) for k in ("train", "clean", "hyper_val", "test")}
-        return DataBundle(**moved, num_classes=self.num_classes, facts=self.facts)
+        return replace(self, **moved)
+
+    def cleanable_positions(self) -> np.ndarray:
+        """The positions in `train` of the examples a selector may pick to clean."""
+        if self.cleanable is None:
+            return np.arange(len(self.train))
+        return np.flatnonzero(np.isin(self.train.index, self.cleanable))
 
     def move_to_meta(self, positions: torch.Tensor) -> "DataBundle":
         """Clean the training examples at `positions`: they leave the training set and join the
@@ -201,7 +210,11 @@ def build_data(cfg: DictConfig) -> DataBundle:
             ds.name,
             cfg.noise.name,
         )
-    if not train_src.truth_known and cfg.selector.name != "none":
+    if (
+        not train_src.truth_known
+        and train_src.clean_candidates is None
+        and cfg.selector.name != "none"
+    ):
         log.warning(
             "dataset=%s gives one label per training example, taken as true: the meta samples "
             "selector=%s picks are 'cleaned' to those same labels. To clean them for real, give "
@@ -238,6 +251,7 @@ def build_data(cfg: DictConfig) -> DataBundle:
         hyper_val=_split(hv_src, hv_pos, hv_obs, hv_true),
         test=_split(test_src, test_pos, test_true, test_true),
         num_classes=imb.num_classes,
+        cleanable=train_src.clean_candidates,
     )
     bundle.facts = data_facts(bundle, {"name": noise.name, "rate": noise.rate, **noise.params})
     # False: the files give one label set, taken as true (dataset=folder, or arrays without

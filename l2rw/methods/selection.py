@@ -76,6 +76,15 @@ def selection_pipeline(ctx: RunContext) -> JobResult:
             "selector.budget (or dataset.rbc_budget), or use more training data "
             "(dataset.train_subset)."
         )
+    if wanted > len(data.cleanable_positions()):
+        raise ConfigError(
+            f"selector={sel.name} would clean {wanted} more training examples (selector.budget="
+            f"{sel.budget} meta samples, {len(data.clean)} of them the warm-up's), but "
+            f"dataset={cfg.dataset.name} knows the true label of only "
+            f"{len(data.cleanable_positions())} of the training examples left (its verified "
+            "labels), and only those can be cleaned. Lower selector.budget (or "
+            "dataset.rbc_budget)."
+        )
     warm, offset = _warmup(ctx)
     rounds: list[dict[str, Any]] = [_summary(warm, 0, [], 0, len(data.clean))]
     prev, r = warm, 0
@@ -87,7 +96,7 @@ def selection_pipeline(ctx: RunContext) -> JobResult:
         k = min(sel.per_round or sel.budget, sel.budget - len(data.clean))
         positions, noisy, selection, picked = _select(ctx, r, prev, data, k, label_free)
         checks = picked.get("theorem_checks", {})
-        candidate_classes = data.train.y_true
+        candidate_classes = data.train.y_true[data.cleanable_positions()]
         chosen = data.train.index[positions.cpu().numpy()].tolist()
         data = data.move_to_meta(positions)
         prev = _round(ctx, r, data, prev, offset)
@@ -295,12 +304,14 @@ def _select(
         cfg = ctx.cfg
         snapshots = selection_models(ctx, prev)
         models = list(snapshots.values())
+        # Only examples whose true label is known can be cleaned (a benchmark's verified ones).
+        allowed = torch.as_tensor(data.cleanable_positions(), device=data.train.y.device)
         with torch.no_grad():
-            x = ctx.preprocess(data.train.x)
+            x = ctx.preprocess(data.train.x[allowed])
             meta_x = ctx.preprocess(data.clean.x)
         candidates = Candidates(
             x,
-            data.train.y,
+            data.train.y[allowed],
             meta_x,
             data.clean.y,
             models,
@@ -308,10 +319,10 @@ def _select(
             cfg.seed,
             r,
             cfg.selector,
-            y_true=data.train.y_true,
+            y_true=data.train.y_true[allowed],
         )
         selection = SELECTORS.get(cfg.selector.name)(candidates, k)
-        positions = selection.indices.to(data.train.y.device)
+        positions = allowed[selection.indices.to(allowed.device)]
         if len(set(positions.tolist())) != len(positions):
             raise RuntimeError(f"selector {cfg.selector.name} picked an example twice")
         saved = {
