@@ -83,6 +83,27 @@ def test_unknown_arch_and_non_linear_head_are_config_errors() -> None:
         _build(10, (3, 32, 32), arch="squeezenet1_1")
 
 
+def test_arch_options_reach_torchvisions_builder() -> None:
+    from conftest import compose_cfg
+
+    cfg = compose_cfg(
+        [
+            "dataset=cifar10",
+            "model=torchvision",
+            "model.options.arch=efficientnet_b0",
+            "+model.options.arch_options.dropout=0.3",
+        ]
+    )
+    model = build_model(cfg.model.name, 10, **cfg.model.options)
+    dropouts = [m.p for m in model.modules() if isinstance(m, nn.Dropout)]
+    assert dropouts == [0.3]
+    with pytest.raises(ConfigError) as err:
+        _build(10, (3, 32, 32), arch="resnet18", arch_options={"dropout": 0.2})
+    message = str(err.value)
+    assert "arch=resnet18 does not take model.options.arch_options={'dropout': 0.2}" in message
+    assert "\n" not in message
+
+
 def _save(tmp_path, net: nn.Module, name: str):
     state = net.state_dict()
     path = tmp_path / name

@@ -109,6 +109,9 @@ class TorchvisionOptions(ModelOptions):
     # The dataset's image side and channels (square images; 1 channel is repeated to 3).
     image_size: int = "${dataset.input_shape.1}"  # type: ignore[assignment]
     in_channels: int = "${dataset.input_shape.0}"  # type: ignore[assignment]
+    # More keyword arguments of torchvision's builder, e.g. {dropout: 0.2} for VGG or
+    # EfficientNet, {stochastic_depth_prob: 0.1} for Swin.
+    arch_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -124,10 +127,12 @@ def torchvision_model(
     weights_path: str | os.PathLike | None = None,
     image_size: int = 224,
     in_channels: int = 3,
+    arch_options: dict[str, Any] | None = None,
 ) -> TorchvisionModel:
     """torchvision's `arch` with a `num_classes`-way linear classifier for square images of
     `in_channels` (1 or 3) x `image_size` x `image_size`; `weights_path`: a local torchvision
-    state dict loaded into everything but the classifier (null: torchvision's random init)."""
+    state dict loaded into everything but the classifier (null: torchvision's random init);
+    `arch_options`: more keyword arguments of torchvision's builder."""
     if arch not in ARCHS:
         raise ConfigError(
             f"model.options.arch={arch!r} is not a torchvision classification model. Known: "
@@ -146,8 +151,15 @@ def torchvision_model(
             kwargs.update(size_kwargs(image_size))
     if weights_path is not None and arch in _AUX:
         kwargs["transform_input"] = True  # as torchvision builds them for its ImageNet weights
+    kwargs.update(arch_options or {})
     try:
         net = torchvision.models.get_model(arch, weights=None, num_classes=num_classes, **kwargs)
+    except TypeError as err:  # an arch_options key the builder does not take
+        raise ConfigError(
+            f"model=torchvision arch={arch} does not take model.options.arch_options="
+            f"{dict(arch_options or {})} ({_first_line(err)}). Use keyword arguments of "
+            f"torchvision.models.{arch} (its documentation lists them), or drop them."
+        ) from None
     except _FORWARD_ERRORS as err:  # a ViT's patch size, a MaxViT's window, against the size
         raise _size_error(arch, shape, err) from None
 
