@@ -271,6 +271,24 @@ def test_standard_normalisation_uses_mnists_mean_and_std(tiny_cfg):
     assert torch.allclose(Preprocess(cfg.dataset)(x).double(), expected, atol=1e-6)
 
 
+def test_per_image_standardisation_is_tensorflows_on_the_stored_values(tiny_cfg):
+    """tf.image.per_image_standardization (the SELFIE authors' input scaling), written out in
+    numpy: each image's values minus their mean, over max(population std, 1 / sqrt(n)), on the
+    0..255 values it is given (image 1: one pixel off a constant, where the floor decides); a
+    constant image is all zeros."""
+    cfg = tiny_cfg("dataset.normalize=per_image")
+    x = torch.randint(0, 256, (3, 3, 8, 8), dtype=torch.uint8)
+    x[1] = 7
+    x[1, 0, 0, 0] = 8
+    x[2] = 7
+    raw = x.numpy().astype(np.float64).reshape(3, -1)
+    std = np.maximum(raw.std(axis=1), 1 / np.sqrt(raw.shape[1]))
+    expected = ((raw - raw.mean(axis=1, keepdims=True)) / std[:, None]).reshape(x.shape)
+    got = Preprocess(cfg.dataset)(x).double().numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert np.all(got[2] == 0)
+
+
 def test_batch_scaled_meta_lr_is_meta_lr_times_the_batch(tiny_cfg, tmp_path):
     base = ("method=meta_reweight", "dataset.clean_size=20", "device=cpu")
     batch = tiny_cfg(*base).train.batch_size

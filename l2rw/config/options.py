@@ -78,7 +78,8 @@ class DatasetConf:
     name: str = MISSING
     num_classes: int = MISSING
     input_shape: list[int] = MISSING
-    # Pixel scaling: "unit" -> [0, 1], "symmetric" -> [-1, 1], "standard" -> (x - mean) / std.
+    # Pixel scaling: "unit" -> [0, 1], "symmetric" -> [-1, 1], "standard" -> (x - mean) / std,
+    # "per_image": each image by its own mean and std (tf.image.per_image_standardization).
     normalize: str = "unit"
     mean: list[float] | None = None
     std: list[float] | None = None

@@ -9,7 +9,7 @@ CHOICES = {
     "scale": ("full", "cpu"),
     "train.unit": ("steps", "epochs"),
     "train.meta_sampling": tuple(META_STREAMS),
-    "dataset.normalize": ("unit", "symmetric", "standard", "none"),
+    "dataset.normalize": ("unit", "symmetric", "standard", "per_image", "none"),
     "dataset.augment": ("none", "crop_flip"),
     "dataset.hyper_val_from": ("train", "test"),
 }
