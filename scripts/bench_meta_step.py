@@ -8,7 +8,8 @@ the median milliseconds per step and its ratio to the plain step of the same opt
 in the same run.
 
 `--optimizer sgd` (the default): momentum-0.9 SGD on the papers' models. The engines are
-labelled reference and fast (L2RW), meta_reweight_fast and meta_reweight_reference,
+labelled reference and fast (L2RW; fast_apart: `share_forward=False`, the real update's forward
+apart from the weights' dual forward), meta_reweight_fast and meta_reweight_reference,
 mwnet_fast and mwnet_reference (MW-Net, its weighting net 1-100-1 and Adam step included).
 
 `--optimizer adamw`: a small ViT (`model=vit`: 64 wide, 4 blocks, 4 heads, 4 px patches) on
@@ -18,7 +19,8 @@ moments built by two steps:
 - adamw: the plain step;
 - l2rw_fast / l2rw_reference: an L2RW step whose look-ahead is one AdamW step from the
   optimizer's state (`lookahead="optimizer"`), by the forward-mode engine / by a second-order
-  backward through our functional copy of AdamW;
+  backward through our functional copy of AdamW; l2rw_fast_apart: the fast engine with the
+  real update's forward apart (`share_forward=False`);
 - meta_reweight_fast / meta_reweight_reference: the persistent-weight step (RBC's engine)
   through AdamW, both engines;
 - torchopt_l2rw: the same L2RW step the way the meta-learning libraries do it, TorchOpt's
@@ -93,11 +95,22 @@ def plain_step(model, optimizer, x, y, x_val, y_val):
     optimizer.step()
 
 
-def l2rw_engine(engine: str, lookahead: str = "sgd") -> Step:
-    """L2RW's step; `lookahead="optimizer"`: through one step of the run's optimizer."""
+def l2rw_engine(engine: str, lookahead: str = "sgd", share_forward: bool = True) -> Step:
+    """L2RW's step; `lookahead="optimizer"`: through one step of the run's optimizer;
+    `share_forward=False`: the real update's forward apart from the weights' dual forward."""
 
     def step(model, optimizer, x, y, x_val, y_val):
-        l2rw_step(model, optimizer, x, y, x_val, y_val, engine=engine, lookahead=lookahead)
+        l2rw_step(
+            model,
+            optimizer,
+            x,
+            y,
+            x_val,
+            y_val,
+            engine=engine,
+            lookahead=lookahead,
+            share_forward=share_forward,
+        )
 
     return step
 
@@ -191,6 +204,7 @@ def steps_for(optimizer: str) -> dict[str, tuple[str, Step]]:
             "sgd": ("sgd", plain_step),
             "reference": ("sgd", l2rw_engine("reference")),
             "fast": ("sgd", l2rw_engine("fast")),
+            "fast_apart": ("sgd", l2rw_engine("fast", share_forward=False)),
             "meta_reweight_reference": ("sgd", meta_reweight_engine("reference")),
             "meta_reweight_fast": ("sgd", meta_reweight_engine("fast")),
             "mwnet_reference": ("sgd", mwnet_engine("reference")),
@@ -200,6 +214,7 @@ def steps_for(optimizer: str) -> dict[str, tuple[str, Step]]:
         steps = {
             "adamw": ("adamw", plain_step),
             "l2rw_fast": ("adamw", l2rw_engine("fast", "optimizer")),
+            "l2rw_fast_apart": ("adamw", l2rw_engine("fast", "optimizer", share_forward=False)),
             "l2rw_reference": ("adamw", l2rw_engine("reference", "optimizer")),
             "meta_reweight_fast": ("adamw", meta_reweight_engine("fast")),
             "meta_reweight_reference": ("adamw", meta_reweight_engine("reference")),

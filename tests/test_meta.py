@@ -98,9 +98,12 @@ def test_all_zero_weights_when_no_example_helps():
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("make,shape,k", CASES, ids=["lenet", "bn_cnn"])
-@pytest.mark.parametrize("engine", ["fast", "reference"])
-def test_step_equals_weights_then_weighted_sgd(make, shape, k, engine, device):
-    """l2rw_step (shared forward) == weights at theta, then one SGD step on sum w_i l_i."""
+@pytest.mark.parametrize(
+    "engine,share_forward", [("fast", True), ("fast", False), ("reference", True)]
+)
+def test_step_equals_weights_then_weighted_sgd(make, shape, k, engine, share_forward, device):
+    """l2rw_step (its forward shared with the weights' dual forward, or its own) == weights at
+    theta, then one SGD step on sum w_i l_i: parameters and BatchNorm statistics alike."""
     model, x, y, xv, yv = _on(device, make(), *_batches(shape, k))
     expected_w = l2rw_weights(model, x, y, xv, yv)
     manual = copy.deepcopy(model)
@@ -110,7 +113,9 @@ def test_step_equals_weights_then_weighted_sgd(make, shape, k, engine, device):
     opt_m.step()
 
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    weights, losses = l2rw_step(model, opt, x, y, xv, yv, engine=engine)
+    weights, losses = l2rw_step(
+        model, opt, x, y, xv, yv, engine=engine, share_forward=share_forward
+    )
     torch.testing.assert_close(weights, expected_w, rtol=1e-7, atol=1e-12)
     assert losses.shape == (len(x),)
     for (name, a), b in zip(model.state_dict().items(), manual.state_dict().values(), strict=True):

@@ -88,6 +88,18 @@ def test_l2rw_looks_ahead_through_the_runs_optimizer_on_request(tiny_cfg, tmp_pa
         validate(tiny_cfg(*common, "method.lookahead=adam"))
 
 
+def test_l2rw_with_the_update_forward_apart_trains_the_same(tiny_cfg, tmp_path):
+    """method.share_forward=false (memory close to a plain step's) runs the real update's own
+    forward: the same weights and updates, so the same run up to float rounding."""
+    common = ("noise=uniform_flip", "method=l2rw", "dataset.clean_size=20")
+    shared = run(tiny_cfg(*common), tmp_path / "shared")
+    apart = run(tiny_cfg(*common, "method.share_forward=false"), tmp_path / "apart")
+    assert shared.status == apart.status == "completed"
+    assert apart.config["method"]["share_forward"] is False
+    for name in ("test_acc", "final_val_acc", "train_loss"):
+        assert apart.metrics[name] == pytest.approx(shared.metrics[name], rel=1e-5), name
+
+
 def test_a_vision_transformer_trains_with_l2rw_looking_ahead_through_the_optimizer(
     tiny_cfg, tmp_path
 ):

@@ -4,7 +4,11 @@ At epsilon = 0 a vanilla-SGD look-ahead leaves the parameters where they are, so
 of Eq. 6 is -alpha * <grad L_val(theta), grad l_i(theta)> exactly, and the positive factor cancels
 in the normalisation of Eq. 9. The fast engine computes all n dot products at once as one
 forward-mode JVP of the per-example training losses in the direction grad L_val(theta);
-`l2rw_step` shares that dual forward with the real update. The reference engine builds the
+`l2rw_step` shares that dual forward with the real update (`share_forward=True`), which saves a
+forward but keeps the dual forward's graph, primal and tangent, for the backward: about 2.5-3.5x
+a plain step's memory (`scripts/bench_meta_step.py --memory`). `share_forward=False` takes the
+weights from a dual forward without a graph and runs the real update's forward apart: memory
+close to a plain step's, for one forward more. The reference engine builds the
 look-ahead model and takes a second-order backward, exactly as Algorithm 1 is written; tests
 compare the two.
 
@@ -228,21 +232,23 @@ def l2rw_step(
     engine: str = "fast",
     val_weight_decay: float = 0.0,
     lookahead: str = "sgd",
+    share_forward: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """One L2RW training step: weights, weighted loss sum_i w_i l_i, optimizer step.
 
     `lookahead`: "sgd", the paper's plain-SGD look-ahead, or "optimizer", one step of
     `optimizer` from its current state. Returns (weights, per-example losses). With the fast
-    engine and no active dropout, the dual forward that yields the weights is also the forward
-    of the real update. With dropout, the meta pass draws its own masks (as the authors' code
-    does), so the real update runs its own forward.
+    engine, `share_forward` and no active dropout, the dual forward that yields the weights is
+    also the forward of the real update (fastest; its graph holds primal and tangent
+    activations). Otherwise, and with dropout (the meta pass then draws its own masks, as the
+    authors' code does), the real update runs its own forward.
     """
     if lookahead not in LOOKAHEADS:
         raise ValueError(f"lookahead must be one of {list(LOOKAHEADS)}, got {lookahead!r}")
     stepped = optimizer if lookahead == "optimizer" else None
     model.train()
     optimizer.zero_grad(set_to_none=True)
-    if engine == "fast" and not _has_active_dropout(model):
+    if engine == "fast" and share_forward and not _has_active_dropout(model):
         g_val = _direction(model, stepped, x_val, y_val, loss_fn, val_weight_decay)
         with dual_pass(model):
             losses, scores = _dual_losses(model, x, y, g_val, loss_fn, buffers=None)
