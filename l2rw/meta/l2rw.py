@@ -5,7 +5,7 @@ of Eq. 6 is -alpha * <grad L_val(theta), grad l_i(theta)> exactly, and the posit
 in the normalisation of Eq. 9. The fast engine computes all n dot products at once as one
 forward-mode JVP of the per-example training losses in the direction grad L_val(theta);
 `l2rw_step` shares that dual forward with the real update (`share_forward=True`), which saves a
-forward but keeps the dual forward's graph, primal and tangent, for the backward: about 2.5-3.5x
+forward but keeps the dual forward's graph, primal and tangent, for the backward: 3-5x
 a plain step's memory (`scripts/bench_meta_step.py --memory`). `share_forward=False` takes the
 weights from a dual forward without a graph and runs the real update's forward apart: memory
 close to a plain step's, for one forward more. The reference engine builds the
