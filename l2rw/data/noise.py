@@ -287,6 +287,11 @@ CIFAR_N_HINT = (
 INDEX_COLUMN = "index"
 
 
+# What reading a damaged or foreign label file raises (read_label_file): callers turn these into
+# one paragraph naming the file.
+LABEL_FILE_ERRORS = (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError)
+
+
 def read_label_file(path: Path) -> np.ndarray | dict[str, np.ndarray]:
     """Labels from .npy, .csv/.txt or .pt (an array, or a dict of arrays such as CIFAR-N's).
 
@@ -425,7 +430,7 @@ def _real(
         )
     try:
         content = read_label_file(path)
-    except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
+    except LABEL_FILE_ERRORS as e:
         raise DataError(f"noise 'real': cannot read labels from {path} ({e}).") from None
     noisy = _label_set(path, content, "key", key)
     clean = None if clean_key is None else _label_set(path, content, "clean_key", clean_key)

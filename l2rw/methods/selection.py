@@ -76,12 +76,13 @@ def selection_pipeline(ctx: RunContext) -> JobResult:
             "selector.budget (or dataset.rbc_budget), or use more training data "
             "(dataset.train_subset)."
         )
-    if wanted > len(data.cleanable_positions()):
+    cleanable = len(data.cleanable_positions())
+    if wanted > cleanable:
         raise ConfigError(
             f"selector={sel.name} would clean {wanted} more training examples (selector.budget="
             f"{sel.budget} meta samples, {len(data.clean)} of them the warm-up's), but "
             f"dataset={cfg.dataset.name} knows the true label of only "
-            f"{len(data.cleanable_positions())} of the training examples left (its verified "
+            f"{cleanable} of the training examples left (its verified "
             "labels), and only those can be cleaned. Lower selector.budget (or "
             "dataset.rbc_budget)."
         )

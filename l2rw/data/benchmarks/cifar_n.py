@@ -1,7 +1,6 @@
 """`dataset=cifar10n` / `cifar100n`: CIFAR with CIFAR-N's human labels (Wei et al., ICLR 2022)."""
 
 import os
-import pickle
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -9,7 +8,7 @@ import numpy as np
 from torchvision import datasets
 
 from l2rw.config.options import DatasetOptions
-from l2rw.data.noise import integer_labels, read_label_file
+from l2rw.data.noise import LABEL_FILE_ERRORS, integer_labels, read_label_file
 from l2rw.data.sources import (
     SOURCES,
     CIFAR10Conf,
@@ -72,7 +71,7 @@ def _cifar_n_labels(
         )
     try:
         content = read_label_file(path)
-    except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
+    except LABEL_FILE_ERRORS as e:
         raise DataError(
             f"Dataset '{name}': {path} cannot be read as CIFAR-N's label file "
             f"({type(e).__name__}: {next(iter(str(e).splitlines()), '')}). {get}"
