@@ -5,7 +5,7 @@ of Eq. 6 is -alpha * <grad L_val(theta), grad l_i(theta)> exactly, and the posit
 in the normalisation of Eq. 9. The fast engine computes all n dot products at once as one
 forward-mode JVP of the per-example training losses in the direction grad L_val(theta);
 `l2rw_step` shares that dual forward with the real update (`share_forward=True`), which saves a
-forward but keeps the dual forward's graph, primal and tangent, for the backward: 3-5x
+forward but keeps the dual forward's graph for the backward: about 3x
 a plain step's memory (`scripts/bench_meta_step.py --memory`). `share_forward=False` takes the
 weights from a dual forward without a graph and runs the real update's forward apart: memory
 close to a plain step's, for one forward more. The reference engine builds the
@@ -21,8 +21,8 @@ is taken at the look-ahead and scaled element by element before the same one JVP
 
 Meta passes run the model in train mode (batch statistics, as the authors did) without updating
 its BatchNorm running statistics (`l2rw.meta.passes`): only the real step updates them. In the
-dual forward BatchNorm's tangent takes three kernels (`l2rw.meta.batchnorm_tangents`) and
-attention its math path (`l2rw.meta.passes.dual_pass`).
+dual forward BatchNorm (`l2rw.meta.batchnorm_tangents`), linear layers, LayerNorm and attention
+(`l2rw.meta.functional_tangents`) take fused tangents, computed without a graph.
 """
 
 from collections.abc import Callable

@@ -18,6 +18,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from l2rw.meta.batchnorm_tangents import fused_batchnorm_tangents
+from l2rw.meta.functional_tangents import fused_functional_tangents
 
 
 @contextmanager
@@ -48,7 +49,7 @@ def batch_statistics(model: nn.Module) -> Iterator[dict[str, Tensor]]:
 
 @contextmanager
 def math_attention() -> Iterator[None]:
-    """Scaled-dot-product attention on its math path: the fused CPU kernels have neither a
+    """Scaled-dot-product attention on its math path: the fused kernels have neither a
     forward-mode rule nor a second derivative, which the JVP passes and the reference engines'
     second-order backward need (everywhere else the fused kernels run as usual)."""
     with sdpa_kernel([SDPBackend.MATH]):
@@ -57,7 +58,14 @@ def math_attention() -> Iterator[None]:
 
 @contextmanager
 def dual_pass(model: nn.Module) -> Iterator[None]:
-    """A forward-mode (JVP) pass of `model`: a dual level, BatchNorm's fused tangent kernels
-    (`l2rw.meta.batchnorm_tangents`) and attention's math path."""
-    with fwAD.dual_level(), fused_batchnorm_tangents(model), math_attention():
+    """A forward-mode (JVP) pass of `model`: a dual level, and the fused tangents of BatchNorm
+    (`l2rw.meta.batchnorm_tangents`), linear layers, LayerNorm and attention
+    (`l2rw.meta.functional_tangents`; the attention it leaves to torch, masked or with dropout,
+    takes the math path)."""
+    with (
+        fwAD.dual_level(),
+        fused_batchnorm_tangents(model),
+        fused_functional_tangents(),
+        math_attention(),
+    ):
         yield

@@ -197,7 +197,7 @@ class L2RWConf(MethodConf):
     # one step of the run's own optimizer from its state (momentum moves it even at eps = 0).
     lookahead: str = "sgd"
     # fast engine: share the weights' dual forward with the real update (fastest), or run the
-    # update's own forward (about 10% slower, memory close to a plain step's instead of 3-5x).
+    # update's own forward (about 10% slower, memory close to a plain step's instead of about 3x).
     share_forward: bool = True
 
     @staticmethod

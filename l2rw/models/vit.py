@@ -7,9 +7,9 @@ and a GELU MLP of width mlp_ratio * dim, each in a residual branch after LayerNo
 (`pool="cls"`) or the mean of the patch tokens (`pool="mean"`) as `features` for the linear
 `classifier`. The image size and channels come from the dataset by default.
 
-Attention runs through `F.scaled_dot_product_attention`, whose fused CPU kernels have no
-forward-mode AD rule; the meta engines' JVP passes select its math path
-(`l2rw.meta.passes.forward_mode_attention`), everywhere else the fused kernels run.
+Attention runs through `F.scaled_dot_product_attention`, whose fused kernels have no
+forward-mode AD rule; in the meta engines' JVP passes it takes a fused tangent of ours
+(`l2rw.meta.functional_tangents`), everywhere else torch's fused kernels run.
 """
 
 from dataclasses import dataclass, field
