@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import nn
 
@@ -45,6 +46,18 @@ DEVICES = [
     "cpu",
     pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")),
 ]
+
+
+def dual_jvp(fn, primals, tangents):
+    """fn's output and its tangent along `tangents` (dual numbers); a None primal, or one
+    without a tangent, is passed as is."""
+    with fwAD.dual_level():
+        duals = [
+            p if p is None or t is None else fwAD.make_dual(p, t)
+            for p, t in zip(primals, tangents, strict=True)
+        ]
+        out = fwAD.unpack_dual(fn(*duals))
+    return out.primal, out.tangent
 
 
 def real_lookahead(model: nn.Module, opt: torch.optim.Optimizer, x, y, w) -> nn.Module:

@@ -2,9 +2,8 @@
 
 import pytest
 import torch
-import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
-from nets import DEVICES, bn_net
+from nets import DEVICES, bn_net, dual_jvp
 from torch import nn
 
 from l2rw.meta.batchnorm_tangents import batch_statistics_norm, fused_batchnorm_tangents
@@ -29,24 +28,14 @@ def _inputs(shape, affine, device="cpu", seed=0):
     return tuple(None if t is None else t.to(device) for t in (x, weight, bias))
 
 
-def _jvp(fn, primals, tangents):
-    with fwAD.dual_level():
-        duals = [
-            p if p is None or t is None else fwAD.make_dual(p, t)
-            for p, t in zip(primals, tangents, strict=True)
-        ]
-        out = fwAD.unpack_dual(fn(*duals))
-    return out.primal, out.tangent
-
-
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("which", TANGENTS)
 def test_tangent_and_output_equal_torchs_forward_mode(shape, which, device):
     primals = _inputs(shape, affine=True, device=device)
     tangents = [torch.randn_like(p) if on else None for p, on in zip(primals, which, strict=True)]
-    want_out, want_tangent = _jvp(_torch_batch_norm, primals, tangents)
-    out, tangent = _jvp(lambda *a: batch_statistics_norm(*a, EPS), primals, tangents)
+    want_out, want_tangent = dual_jvp(_torch_batch_norm, primals, tangents)
+    out, tangent = dual_jvp(lambda *a: batch_statistics_norm(*a, EPS), primals, tangents)
     torch.testing.assert_close(out, want_out, rtol=1e-12, atol=1e-12)  # cuDNN on a GPU
     torch.testing.assert_close(tangent, want_tangent, rtol=1e-10, atol=1e-12)
 
@@ -55,8 +44,8 @@ def test_tangent_and_output_equal_torchs_forward_mode(shape, which, device):
 def test_without_affine_parameters(shape):
     x, _, _ = _inputs(shape, affine=False)
     dx = torch.randn_like(x)
-    _, want = _jvp(_torch_batch_norm, (x, None, None), (dx, None, None))
-    _, got = _jvp(lambda *a: batch_statistics_norm(*a, EPS), (x, None, None), (dx, None, None))
+    _, want = dual_jvp(_torch_batch_norm, (x, None, None), (dx, None, None))
+    _, got = dual_jvp(lambda *a: batch_statistics_norm(*a, EPS), (x, None, None), (dx, None, None))
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 

@@ -1,18 +1,16 @@
 """The fused tangents of linear, layer_norm and scaled_dot_product_attention against torch's
-generic forward-mode rules (attention: on its math path), their backwards against torch's, and
-the engines' dual passes through every model against reverse mode."""
+generic forward-mode rules (attention: on its math path) and their backwards against torch's
+(the engines' dual pass through every model: `test_models.py`)."""
 
 import pytest
 import torch
-import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
-from nets import DEVICES
-from torch.func import functional_call
+from nets import DEVICES, dual_jvp
 
 import l2rw.meta.functional_tangents as ft
 from l2rw.meta import l2rw_weights
-from l2rw.meta.passes import batch_statistics, dual_pass, math_attention
-from l2rw.models import MODELS, build_model
+from l2rw.meta.passes import math_attention
+from l2rw.models import build_model
 
 # Which inputs carry a tangent (a None primal never does).
 LINEAR_TANGENTS = [(1, 1, 1), (1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (0, 1, 1)]
@@ -28,17 +26,6 @@ def _random(shape, gen, device):
     return torch.randn(shape, generator=gen, dtype=torch.float64).to(device)
 
 
-def _jvp(fn, primals, tangents):
-    """fn's output and tangent; a None primal is passed as is."""
-    with fwAD.dual_level():
-        duals = [
-            p if p is None or t is None else fwAD.make_dual(p, t)
-            for p, t in zip(primals, tangents, strict=True)
-        ]
-        out = fwAD.unpack_dual(fn(*duals))
-    return out.primal, out.tangent
-
-
 def _vjp(fn, primals, grad_out):
     leaves = [None if p is None else p.clone().requires_grad_() for p in primals]
     out = fn(*leaves)
@@ -52,8 +39,8 @@ def _check(fused, torch_fn, primals, which, rtol=1e-12):
         None if p is None or not on else torch.randn_like(p)
         for p, on in zip(primals, which, strict=True)
     ]
-    want_out, want_tangent = _jvp(torch_fn, primals, tangents)
-    out, tangent = _jvp(fused, primals, tangents)
+    want_out, want_tangent = dual_jvp(torch_fn, primals, tangents)
+    out, tangent = dual_jvp(fused, primals, tangents)
     torch.testing.assert_close(out, want_out, rtol=rtol, atol=rtol)
     torch.testing.assert_close(tangent, want_tangent, rtol=rtol, atol=rtol)
     grad_out = torch.randn_like(want_out)
@@ -87,8 +74,8 @@ def test_linear_tangent_rounds_as_torchs():
     gen = torch.Generator().manual_seed(2)
     primals = [torch.randn(s, generator=gen) for s in ((32, 1024), (100, 1024), (100,))]
     tangents = [torch.randn_like(p) for p in primals]
-    _, want = _jvp(ft._torch_linear, primals, tangents)
-    _, got = _jvp(ft.linear, primals, tangents)
+    _, want = dual_jvp(ft._torch_linear, primals, tangents)
+    _, got = dual_jvp(ft.linear, primals, tangents)
     assert torch.equal(got, want)
 
 
@@ -167,37 +154,6 @@ def test_the_context_swaps_torchs_functions_and_restores_them_on_error():
         assert all(getattr(F, name) is fn for name, fn in ft.FUSED.items())
         raise RuntimeError("inside")
     assert {name: getattr(F, name) for name in ft.FUSED} == before
-
-
-SMALL = [name for name in MODELS.names() if name != "wrn28_10"]
-AD_SHAPES = {
-    "resnet32": (3, 8, 8),
-    "resnet34": (3, 8, 8),
-    "resnet34_imagenet": (3, 32, 32),
-    "torchvision": (3, 32, 32),
-}
-
-
-@pytest.mark.parametrize("name", SMALL)
-def test_dual_pass_tangent_equals_reverse_mode(name):
-    """Through the engines' dual pass (every fused tangent at once), u . (J v) = <J^T u, v> for
-    the train-mode outputs of every model, with batch statistics."""
-    torch.manual_seed(0)
-    model = build_model(name, 3).double().train()
-    x = torch.randn(4, *AD_SHAPES.get(name, model.input_shape), dtype=torch.float64)
-    params = {k: p.detach() for k, p in model.named_parameters()}
-    tangents = {k: torch.randn_like(p) for k, p in params.items()}
-    with torch.no_grad(), dual_pass(model), batch_statistics(model) as buffers:
-        duals = {k: fwAD.make_dual(p, tangents[k]) for k, p in params.items()}
-        out, out_dot = fwAD.unpack_dual(functional_call(model, (duals, buffers), (x,)))
-    u = torch.randn_like(out)
-    leaves = {k: p.clone().requires_grad_() for k, p in params.items()}
-    with batch_statistics(model) as buffers, math_attention():
-        reverse = functional_call(model, (leaves, buffers), (x,))
-    grads = torch.autograd.grad((reverse * u).sum(), list(leaves.values()))
-    expected = sum((g * tangents[k]).sum() for g, k in zip(grads, leaves, strict=True))
-    torch.testing.assert_close(out, reverse.detach(), rtol=1e-10, atol=1e-10)
-    torch.testing.assert_close((out_dot * u).sum(), expected, rtol=1e-9, atol=1e-9)
 
 
 def test_cnn_weights_keep_their_bits():

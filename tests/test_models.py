@@ -9,7 +9,7 @@ from torchvision.models import resnet34
 
 from l2rw.errors import ConfigError
 from l2rw.meta import meta_reweight_grad
-from l2rw.meta.passes import math_attention
+from l2rw.meta.passes import batch_statistics, dual_pass, math_attention
 from l2rw.models import MODELS, build_model
 from l2rw.selection.features import gbc_features, last_linear, rbc_features
 
@@ -108,12 +108,14 @@ def test_lenet_tf_init() -> None:
 
 @pytest.mark.parametrize("name", SMALL)
 def test_forward_mode_ad_matches_reverse_mode(name: str) -> None:
-    """jvp (torch.func and dual tensors) of the train-mode output w.r.t. all parameters, checked
-    against reverse mode through u·(J v) = <J^T u, v>; BatchNorm uses batch statistics."""
+    """jvp (torch.func, dual tensors, and the engines' dual pass with its fused tangents) of the
+    train-mode output w.r.t. all parameters, checked against reverse mode through
+    u·(J v) = <J^T u, v>; BatchNorm uses batch statistics."""
     torch.manual_seed(0)
     model = build_model(name, 3).double().train()
     x = torch.randn(4, *AD_SHAPES.get(name, model.input_shape), dtype=torch.float64)
-    params = {k: p.detach() for k, p in model.named_parameters()}
+    # Off their initial values: LayerNorm's weight of 1 would hide a missing factor.
+    params = {k: p.detach() + 0.1 * torch.randn_like(p) for k, p in model.named_parameters()}
     tangents = {k: torch.randn_like(p) for k, p in params.items()}
     buffers = {k: b.clone() for k, b in model.named_buffers()}
 
@@ -127,12 +129,20 @@ def test_forward_mode_ad_matches_reverse_mode(name: str) -> None:
         duals = {k: forward_ad.make_dual(p, tangents[k]) for k, p in params.items()}
         dual_out_dot = forward_ad.unpack_dual(f(duals)).tangent
 
+    # The engines' dual pass: every fused tangent at once (BatchNorm, linear, LayerNorm,
+    # attention), without a graph.
+    with torch.no_grad(), dual_pass(model), batch_statistics(model) as copies:
+        duals = {k: forward_ad.make_dual(p, tangents[k]) for k, p in params.items()}
+        fused = forward_ad.unpack_dual(functional_call(model, (duals, copies), (x,)))
+
     u = torch.randn_like(out)
     leaves = {k: p.clone().requires_grad_() for k, p in params.items()}
     grads = torch.autograd.grad((f(leaves) * u).sum(), list(leaves.values()))
     expected = sum((g * tangents[k]).sum() for g, k in zip(grads, leaves, strict=True))
     torch.testing.assert_close((out_dot * u).sum(), expected)
     torch.testing.assert_close(dual_out_dot, out_dot)
+    torch.testing.assert_close(fused.primal, out, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(fused.tangent, out_dot, rtol=1e-9, atol=1e-9)
     for k, b in model.named_buffers():
         torch.testing.assert_close(b, buffers[k], rtol=0, atol=0)
 

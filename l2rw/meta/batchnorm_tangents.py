@@ -26,9 +26,10 @@ from types import MethodType
 from typing import Any
 
 import torch
-import torch.autograd.forward_ad as fwAD
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
+
+from l2rw.meta.functional_tangents import save_for_both
 
 
 class _BatchStatisticsNorm(torch.autograd.Function):
@@ -55,13 +56,7 @@ class _BatchStatisticsNorm(torch.autograd.Function):
         x, weight, *_, eps = inputs
         _, mean, invstd = output
         ctx.eps = eps
-        # Primals only: a saved dual keeps its tangent, and the backward would then also
-        # compute the tangent of its own result.
-        saved = [None if t is None else fwAD.unpack_dual(t).primal for t in (x, weight)]
-        ctx.save_for_backward(*saved, mean, invstd)
-        ctx.save_for_forward(*saved, mean, invstd)
-        ctx.mark_non_differentiable(mean, invstd)
-        ctx.set_materialize_grads(False)
+        save_for_both(ctx, (x, weight), (mean, invstd))
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor | None, *_: Tensor | None) -> tuple:

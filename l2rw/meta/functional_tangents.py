@@ -52,10 +52,17 @@ _torch_layer_norm = F.layer_norm
 _torch_attention = F.scaled_dot_product_attention
 
 
-def _primals(*tensors: Tensor | None) -> list[Tensor | None]:
-    """Primals only, to save: a saved dual keeps its tangent, and the backward would then also
-    compute the tangent of its own result."""
-    return [None if t is None else fwAD.unpack_dual(t).primal for t in tensors]
+def save_for_both(ctx: Any, inputs: tuple, statistics: tuple = ()) -> None:
+    """Save the primals of a Function's `inputs` (None stays None) and the `statistics` its
+    forward also returned for both its backward and its jvp; the statistics get no gradient.
+    Primals only: a saved dual keeps its tangent, and the backward would then also compute the
+    tangent of its own result."""
+    saved = [None if t is None else fwAD.unpack_dual(t).primal for t in inputs]
+    ctx.save_for_backward(*saved, *statistics)
+    ctx.save_for_forward(*saved, *statistics)
+    if statistics:
+        ctx.mark_non_differentiable(*statistics)
+    ctx.set_materialize_grads(False)
 
 
 def _as_matrix(t: Tensor) -> Tensor:
@@ -71,11 +78,9 @@ class _Linear(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
-        x, weight, bias = _primals(*inputs)
+        x, weight, bias = inputs
         ctx.has_bias = bias is not None
-        ctx.save_for_backward(x, weight)
-        ctx.save_for_forward(x, weight)
-        ctx.set_materialize_grads(False)
+        save_for_both(ctx, (x, weight))
 
     @staticmethod
     def backward(ctx: Any, grad_y: Tensor | None) -> tuple:
@@ -121,11 +126,7 @@ class _LayerNorm(torch.autograd.Function):
         x, shape, weight, bias, eps = inputs
         _, mean, rstd = output
         ctx.shape, ctx.eps = shape, eps
-        saved = _primals(x, weight, bias)
-        ctx.save_for_backward(*saved, mean, rstd)
-        ctx.save_for_forward(*saved, mean, rstd)
-        ctx.mark_non_differentiable(mean, rstd)
-        ctx.set_materialize_grads(False)
+        save_for_both(ctx, (x, weight, bias), (mean, rstd))
 
     @staticmethod
     def backward(ctx: Any, grad_y: Tensor | None, *_: Tensor | None) -> tuple:
@@ -173,11 +174,7 @@ class _Attention(torch.autograd.Function):
         *qkv, scale = inputs
         o, p = output
         ctx.scale = scale
-        saved = _primals(*qkv, o)
-        ctx.save_for_backward(*saved, p)
-        ctx.save_for_forward(*saved, p)
-        ctx.mark_non_differentiable(p)
-        ctx.set_materialize_grads(False)
+        save_for_both(ctx, (*qkv, o), (p,))
 
     @staticmethod
     def backward(ctx: Any, grad_o: Tensor | None, _: Tensor | None) -> tuple:
