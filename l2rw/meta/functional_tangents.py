@@ -48,7 +48,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 _torch_linear = F.linear
-_torch_layer_norm = F.layer_norm
 _torch_attention = F.scaled_dot_product_attention
 
 
