@@ -23,6 +23,9 @@ moments built by two steps:
   real update's forward apart (`share_forward=False`);
 - meta_reweight_fast / meta_reweight_reference: the persistent-weight step (RBC's engine)
   through AdamW, both engines;
+- l2rw_per_example / meta_reweight_per_example: the same two steps by the per-example engine
+  (`engine="per_example"`, `l2rw.meta.per_example`: the batch's per-example gradients once,
+  everything else a contraction over the batch);
 - torchopt_l2rw: the same L2RW step the way the meta-learning libraries do it, TorchOpt's
   differentiable AdamW (`torchopt.adamw`, functional, not in place) for the look-ahead and a
   second-order backward to the example weights, then the real AdamW step (if torchopt imports);
@@ -218,6 +221,8 @@ def steps_for(optimizer: str) -> dict[str, tuple[str, Step]]:
             "l2rw_reference": ("adamw", l2rw_engine("reference", "optimizer")),
             "meta_reweight_fast": ("adamw", meta_reweight_engine("fast")),
             "meta_reweight_reference": ("adamw", meta_reweight_engine("reference")),
+            "l2rw_per_example": ("adamw", l2rw_engine("per_example", "optimizer")),
+            "meta_reweight_per_example": ("adamw", meta_reweight_engine("per_example")),
             "torchopt_l2rw": ("adamw", torchopt_l2rw()),
             "adam": ("adam", plain_step),
             "higher_l2rw_adam": ("adam", higher_l2rw()),

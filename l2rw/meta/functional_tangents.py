@@ -161,7 +161,10 @@ class _LayerNorm(torch.autograd.Function):
 
 
 class _Attention(torch.autograd.Function):
-    """O = softmax(scale * Q K^T) V, with the tangent and backward of the module docstring."""
+    """O = softmax(scale * Q K^T) V, with the tangent and backward of the module docstring.
+    Batched products only, so `torch.func.vmap` runs it as it is (`l2rw.meta.per_example`)."""
+
+    generate_vmap_rule = True
 
     @staticmethod
     def forward(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Any:
@@ -257,11 +260,13 @@ FUSED = {
 
 
 @contextmanager
-def fused_functional_tangents() -> Iterator[None]:
-    """Inside, `torch.nn.functional`'s functions named in `FUSED` are this module's."""
-    outer = {name: getattr(F, name) for name in FUSED}
-    for name, function in FUSED.items():
-        setattr(F, name, function)
+def fused_functional_tangents(names: tuple[str, ...] | None = None) -> Iterator[None]:
+    """Inside, `torch.nn.functional`'s functions `names` (default: all of `FUSED`) are this
+    module's."""
+    names = tuple(FUSED) if names is None else names
+    outer = {name: getattr(F, name) for name in names}
+    for name in names:
+        setattr(F, name, FUSED[name])
     try:
         yield
     finally:

@@ -25,7 +25,10 @@ gives the look-ahead gradient, for the real update: one forward and two backward
 forward and backward on the meta batch, and the JVP (about three forwards). The reference engine
 differentiates through a functional copy of the optimizer's step with a second-order backward,
 as the method is written; tests compare the two, and each functional copy with the optimizer's
-own `step()`.
+own `step()`. The per-example engine (`l2rw.meta.per_example`) forms the B gradients
+grad l_i(theta) once and takes the look-ahead's gradient, the B dot products and the real
+update's gradient from them as contractions over the batch: a forward and backward on x and one
+on the meta batch, no JVP and no second backward; B x P numbers of memory, and no BatchNorm.
 
 The model runs in train mode. The look-ahead passes use batch statistics and update no running
 statistics (`l2rw.meta.passes`), so those are only updated by the real step's forward. In the
@@ -57,6 +60,7 @@ from l2rw.meta.optimizer_steps import (
     optimizer_steps,
 )
 from l2rw.meta.passes import batch_statistics, dual_pass, math_attention, train_mode
+from l2rw.meta.per_example import dots, per_example_gradients, set_gradients, weighted_sum
 
 
 def _gradients(
@@ -90,6 +94,29 @@ def _replaying(state: tuple[Tensor, Tensor | None], device: torch.device) -> Ite
         _set_rng_state(current, device)
 
 
+def _lookahead_direction(
+    model: nn.Module,
+    rules: list[OptimizerStep],
+    params: dict[str, Tensor],
+    used: dict[str, Tensor],
+    x_meta: Tensor,
+    y_meta: Tensor,
+    loss_fn: LossFn,
+    buffers: dict[str, Tensor],
+) -> dict[str, Tensor]:
+    """-D * grad L_meta(theta_hat) for each stepped parameter, theta_hat the optimizer's step
+    on the look-ahead gradient `used`."""
+    with torch.no_grad():
+        moved, descents = lookahead_with_descent(rules, params, used)
+        moved = {n: p.requires_grad_() for n, p in moved.items()}
+    out_meta = functional_call(model, (moved, buffers), (x_meta,))
+    meta_grads = torch.autograd.grad(
+        loss_fn(out_meta, y_meta).mean(), list(moved.values()), materialize_grads=True
+    )
+    with torch.no_grad():
+        return jvp_direction(descents, dict(zip(moved, meta_grads, strict=True)))
+
+
 def _fast_grad(
     model: nn.Module,
     rules: list[OptimizerStep],
@@ -107,22 +134,37 @@ def _fast_grad(
     The graph of `losses` is kept, so that the real update can reuse it."""
     params = dict(model.named_parameters())
     used = _gradients((w * losses).mean(), rules, params, retain_graph=True)
-    with torch.no_grad():
-        moved, descents = lookahead_with_descent(rules, params, used)
-        moved = {n: p.requires_grad_() for n, p in moved.items()}
     with batch_statistics(model) as buffers:
-        out_meta = functional_call(model, (moved, buffers), (x_meta,))
-        meta_grads = torch.autograd.grad(
-            loss_fn(out_meta, y_meta).mean(), list(moved.values()), materialize_grads=True
+        tangents = _lookahead_direction(
+            model, rules, params, used, x_meta, y_meta, loss_fn, buffers
         )
-        v = dict(zip(moved, meta_grads, strict=True))
-        with torch.no_grad():
-            tangents = jvp_direction(descents, v)
         with torch.no_grad(), dual_pass(model), _replaying(rng, x.device):
             duals = {n: fwAD.make_dual(params[n], t) for n, t in tangents.items()}
             out = functional_call(model, (duals, buffers), (x,))
             jvp = fwAD.unpack_dual(loss_fn(out, y)).tangent
     return -jvp / x.shape[0]
+
+
+def _per_example_grad(
+    model: nn.Module,
+    rules: list[OptimizerStep],
+    grads: dict[str, Tensor],
+    w: Tensor,
+    x_meta: Tensor,
+    y_meta: Tensor,
+    loss_fn: LossFn,
+) -> Tensor:
+    """g from the per-example gradients `grads` at theta: the look-ahead's gradient and the
+    dot products are contractions over the batch (`l2rw.meta.per_example`)."""
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    stepped = {n for rule in rules for n in rule.names}
+    batch = w.shape[0]
+    used = weighted_sum(w / batch, {n: g for n, g in grads.items() if n in stepped})
+    with batch_statistics(model) as buffers:
+        tangents = _lookahead_direction(
+            model, rules, params, used, x_meta, y_meta, loss_fn, buffers
+        )
+    return -dots(tangents, {n: g for n, g in grads.items() if n in tangents}) / batch
 
 
 def _reference_grad(
@@ -148,7 +190,7 @@ def _reference_grad(
     return g
 
 
-ENGINES = ("fast", "reference")
+ENGINES = ("fast", "reference", "per_example")
 
 
 def _check(engine: str, x: Tensor, w: Tensor) -> None:
@@ -189,6 +231,9 @@ def meta_reweight_grad(
     with train_mode(model):
         if engine == "reference":
             g = _reference_grad(model, rules, x, y, w, x_meta, y_meta, loss_fn)
+        elif engine == "per_example":
+            _, grads = per_example_gradients(model, x, y, loss_fn)
+            g = _per_example_grad(model, rules, grads, w, x_meta, y_meta, loss_fn)
         else:
             rng = _rng_state(x.device)
             if losses is None:
@@ -222,6 +267,13 @@ def meta_reweight_step(
     rules = optimizer_steps(model, optimizer)
     w = w.detach()
     model.train()
+    if engine == "per_example":
+        losses, grads = per_example_gradients(model, x, y, loss_fn)
+        g = _per_example_grad(model, rules, grads, w, x_meta, y_meta, loss_fn)
+        w_new = (w - meta_lr * g.to(w.dtype)).clamp(*clamp)
+        set_gradients(model, weighted_sum(w_new / x.shape[0], grads))
+        optimizer.step()
+        return w_new, losses.detach()
     rng = _rng_state(x.device)
     if engine == "reference":
         g = _reference_grad(model, rules, x, y, w, x_meta, y_meta, loss_fn)
