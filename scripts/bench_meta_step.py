@@ -10,7 +10,9 @@ in the same run.
 `--optimizer sgd` (the default): momentum-0.9 SGD on the papers' models. The engines are
 labelled reference and fast (L2RW; fast_apart: `share_forward=False`, the real update's forward
 apart from the weights' dual forward), meta_reweight_fast and meta_reweight_reference,
-mwnet_fast and mwnet_reference (MW-Net, its weighting net 1-100-1 and Adam step included).
+per_example and meta_reweight_per_example (`engine="per_example"`; not on ResNet-32, whose
+BatchNorm that engine refuses), mwnet_fast and mwnet_reference (MW-Net, its weighting net
+1-100-1 and Adam step included).
 
 `--optimizer adamw`: a small ViT (`model=vit`: 64 wide, 4 blocks, 4 heads, 4 px patches) on
 Fashion-MNIST-sized input, batch 100, meta batch 100, AdamW (lr 1e-3, weight decay 0.05) with its
@@ -63,6 +65,7 @@ import torch
 import torch.nn.functional as F
 from opcount import OpCounter
 from torch.func import functional_call
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from l2rw.meta import l2rw_step, meta_reweight_step, normalize_weights
 from l2rw.meta.passes import math_attention
@@ -210,6 +213,8 @@ def steps_for(optimizer: str) -> dict[str, tuple[str, Step]]:
             "fast_apart": ("sgd", l2rw_engine("fast", share_forward=False)),
             "meta_reweight_reference": ("sgd", meta_reweight_engine("reference")),
             "meta_reweight_fast": ("sgd", meta_reweight_engine("fast")),
+            "per_example": ("sgd", l2rw_engine("per_example")),
+            "meta_reweight_per_example": ("sgd", meta_reweight_engine("per_example")),
             "mwnet_reference": ("sgd", mwnet_engine("reference")),
             "mwnet_fast": ("sgd", mwnet_engine("fast")),
         }
@@ -228,6 +233,16 @@ def steps_for(optimizer: str) -> dict[str, tuple[str, Step]]:
             "higher_l2rw_adam": ("adam", higher_l2rw()),
         }
     return {name: (opt, step) for name, (opt, step) in steps.items() if step is not None}
+
+
+def steps_of(setting, optimizer: str) -> dict[str, tuple[str, Step]]:
+    """`steps_for(optimizer)` less the per-example engine's on a model with BatchNorm, which
+    that engine refuses (its batch statistics couple the examples)."""
+    steps = steps_for(optimizer)
+    name, _, k, _, _ = setting
+    if any(isinstance(m, _BatchNorm) for m in build_model(name, k).modules()):
+        steps = {step: value for step, value in steps.items() if "per_example" not in step}
+    return steps
 
 
 def sync(device: torch.device) -> None:
@@ -280,7 +295,7 @@ def _row(setting, device, name, plain, value_key, value, plain_value, **extra) -
 
 
 def bench(setting, optimizer: str, repeats: int, warmup: int, device) -> list[dict]:
-    steps = steps_for(optimizer)
+    steps = steps_of(setting, optimizer)
     copies, batches = _copies(steps, setting, device)
     times = {name: [] for name in steps}
     for i in range(warmup + repeats):
@@ -328,7 +343,7 @@ def peak_mib(setting, optimizer: str, name: str, device) -> float:
 
 def memory(setting, optimizer: str, args) -> list[dict]:
     """peak_mib of each step, each measured by this script in a fresh process."""
-    steps = steps_for(optimizer)
+    steps = steps_of(setting, optimizer)
     peaks = {}
     for name in steps:
         command = [
@@ -351,7 +366,7 @@ def memory(setting, optimizer: str, args) -> list[dict]:
 def count_ops(setting, optimizer: str, device) -> list[dict]:
     """Operations dispatched by one step of each engine (after two steps of its own), the
     optimizer in its multi-tensor form, which torch.optim takes by default on a GPU."""
-    steps = steps_for(optimizer)
+    steps = steps_of(setting, optimizer)
     copies, batches = _copies(steps, setting, device, foreach=True)
     counts = {}
     for name, (opt, step) in steps.items():
