@@ -8,7 +8,6 @@ import logging
 import signal
 import sys
 import time
-from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,7 @@ from l2rw.tracking.record import (
     setting_of,
     write_record,
 )
-from l2rw.tracking.sinks import Tracker, open_wandb
+from l2rw.tracking.sinks import Tracker, finishing, open_wandb
 
 log = logging.getLogger("l2rw")
 
@@ -188,7 +187,7 @@ def _execute(cfg: DictConfig, run_dir: Path, record: RunRecord) -> None:
     model = build_model(cfg.model.name, data.num_classes, **cfg.model.options).to(device)
     run_dir.mkdir(parents=True, exist_ok=True)
     wandb_run = open_wandb(cfg, record.config, record.cell, run_dir)
-    with wandb_run if wandb_run is not None else nullcontext():
+    with finishing(wandb_run):
         record.wandb_run_id = getattr(wandb_run, "id", None)
         ctx = RunContext(
             cfg,

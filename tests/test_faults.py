@@ -18,6 +18,7 @@ from launches import capture_info, phase_launches
 import l2rw.methods.checkpoint as checkpoint_module
 import l2rw.methods.phase_store as phase_store
 import l2rw.tracking.record as record_module
+from l2rw.errors import ConfigError
 from l2rw.report.records import load_local
 from l2rw.tracking.locks import exclusive
 from l2rw.tracking.record import LOCK_NAME, REPLACED_PREFIX
@@ -273,3 +274,40 @@ def test_sigterm_writes_a_failed_record_then_the_rerun_resumes(tmp_path, data_di
     subprocess.run(straight_cmd, cwd=REPO, env=env, capture_output=True, timeout=300, check=True)
     straight = record_module.read_record(tmp_path / "straight")
     assert resumed.metrics == straight.metrics
+
+
+class FakeWandbRun:
+    """Stands in for a W&B run: records how it was finished."""
+
+    id = "fake"
+    summary: dict = {}
+
+    def __init__(self) -> None:
+        self.exit_codes: list[int] = []
+
+    def log(self, *args, **kwargs) -> None:
+        pass
+
+    def finish(self, exit_code: int = 0) -> None:
+        self.exit_codes.append(exit_code)
+
+
+def test_a_user_error_mid_run_with_wandb_on_is_one_paragraph_and_finishes_the_wandb_run(
+    tiny_cfg, tmp_path, monkeypatch, capfd
+):
+    """W&B's own `with` prints the traceback of whatever ends the run; the runner's does not."""
+    import l2rw.methods
+    import l2rw.train
+
+    wandb_run = FakeWandbRun()
+    monkeypatch.setattr(l2rw.train, "open_wandb", lambda *args: wandb_run)
+
+    def refuse(ctx):
+        raise ConfigError("engine='per_example' needs a model without BatchNorm.")
+
+    monkeypatch.setattr(l2rw.methods, "run_pipeline", refuse)
+    record = run(tiny_cfg(*OVERRIDES), tmp_path)
+    assert record.status == "failed"
+    assert "per_example" in record.error
+    assert wandb_run.exit_codes == [1]
+    assert "Traceback" not in capfd.readouterr().err

@@ -2,6 +2,8 @@
 
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +80,7 @@ def open_wandb(cfg: DictConfig, config: dict[str, Any], cell: list[str], run_dir
     The group is the table cell (the table plus the overrides other than the seed), so W&B
     aggregates a cell's seeds; `l2rw.tracking.wandb_group` defines it (and, where the group
     cannot hold the whole cell, puts the cell in the run's config). `reinit="finish_previous"`
-    plus the `with` block in the caller guarantee one run per job, finished inside the job, even
+    plus `finishing` in the caller guarantee one run per job, finished inside the job, even
     in multiruns that reuse a process and when the job fails.
     """
     wb = cfg.logger.wandb
@@ -111,3 +113,19 @@ def open_wandb(cfg: DictConfig, config: dict[str, Any], cell: list[str], run_dir
     )
     log.info("W&B run %s (%s, group %s) in %s", run.id, wb.mode, group, run.dir)
     return run
+
+
+@contextmanager
+def finishing(run: Any) -> Iterator[None]:
+    """Finish the W&B `run` (None: nothing to do) on the way out, with exit code 1 if the body
+    raised. Unlike the run's own `with`, which prints the traceback of whatever the body raised,
+    it prints nothing: a UserError reaches the user as its one paragraph."""
+    if run is None:
+        yield
+        return
+    try:
+        yield
+    except BaseException:
+        run.finish(exit_code=1)
+        raise
+    run.finish()
