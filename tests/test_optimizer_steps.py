@@ -90,7 +90,12 @@ def _batches(n=8, m=5, seed=1):
 
 def _setup(model_name: str, opt_name: str):
     """Model, optimizer after its prior steps (and the scheduler's rate), a batch."""
-    model = MODELS[model_name]().train()
+    return setup_model(MODELS[model_name](), opt_name)
+
+
+def setup_model(model: nn.Module, opt_name: str):
+    """`_setup` for a given model (float64)."""
+    model = model.train()
     cls, groups, prior, scheduled = OPTIMIZERS[opt_name]
     params = list(model.parameters())
     half = len(params) // len(groups)

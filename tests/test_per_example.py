@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from nets import bn_net
-from test_optimizer_steps import OPTIMIZERS, _batches
+from test_optimizer_steps import OPTIMIZERS, setup_model
 from torch import nn
 
 from l2rw.errors import ConfigError
@@ -35,21 +35,7 @@ class LayerNormNet(nn.Module):
 def _setup(opt_name: str, model: nn.Module | None = None):
     """Model (float64), optimizer after its prior steps (and the scheduler's rate), a batch."""
     torch.manual_seed(0)
-    model = (LayerNormNet() if model is None else model).double().train()
-    cls, groups, prior, scheduled = OPTIMIZERS[opt_name]
-    params = list(model.parameters())
-    half = len(params) // len(groups)
-    chunks = [params[:half], params[half:]] if len(groups) == 2 else [params]
-    opt = cls([dict(params=c, **g) for c, g in zip(chunks, groups, strict=True)])
-    scheduler = torch.optim.lr_scheduler.StepLR(opt, 1, gamma=0.5) if scheduled else None
-    for step in range(prior):
-        xp, yp, *_ = _batches(seed=10 + step)
-        opt.zero_grad()
-        F.cross_entropy(model(xp), yp).backward()
-        opt.step()
-        if scheduler is not None:
-            scheduler.step()
-    return model, opt, *_batches()
+    return setup_model((LayerNormNet() if model is None else model).double(), opt_name)
 
 
 def test_per_example_gradients_are_each_examples_own():
