@@ -129,3 +129,20 @@ def test_batchnorm_is_refused_with_what_to_do():
         meta_reweight_step(model, opt, x, y, w, xm, ym, 1.0, engine="per_example")
     with pytest.raises(ConfigError, match="BatchNorm2d"):
         l2rw_weights(model, x, y, xm, ym, engine="per_example")
+
+
+def test_dropout_draws_each_examples_masks_reproducibly():
+    """Under dropout each example draws its own masks (vmap's randomness="different"): the
+    per-example losses are those of masked forwards, and the same seed gives the same step."""
+    model, opt, x, y, _, xm, ym = _setup("adam")
+    model.body.insert(3, nn.Dropout(0.5))
+    clean = [F.cross_entropy(model.eval()(x[i : i + 1]), y[i : i + 1]) for i in range(len(x))]
+    model.train()
+    ce = lambda out, t: F.cross_entropy(out, t, reduction="none")  # noqa: E731
+    torch.manual_seed(3)
+    losses, grads = per_example_gradients(model, x, y, ce)
+    torch.manual_seed(3)
+    again, grads_again = per_example_gradients(model, x, y, ce)
+    assert torch.equal(losses, again)
+    assert all(torch.equal(grads[n], grads_again[n]) for n in grads)
+    assert not torch.allclose(losses, torch.stack(clean).detach())
