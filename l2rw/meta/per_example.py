@@ -29,7 +29,7 @@ have no batching rule, and vmap would run them one example at a time.
 
 A parameter the loss does not reach keeps no gradient (None), as after a backward, so the
 optimizer skips it in the look-ahead and the step alike; which parameters the loss reaches is
-read from one example's backward.
+read from the autograd graph of one example's forward.
 """
 
 from collections.abc import Callable
@@ -66,11 +66,22 @@ def _reached(
     y: Tensor,
     loss_fn: LossFn,
 ) -> set[str]:
-    """The names of the parameters one example's loss depends on."""
+    """The names of the parameters one example's loss depends on: the leaves its autograd graph
+    accumulates into (a forward, no backward)."""
     leaves = {name: p.detach().requires_grad_() for name, p in params.items()}
+    names = {id(leaf): name for name, leaf in leaves.items()}
     loss = loss_fn(functional_call(model, (leaves, buffers), (x[:1],)), y[:1]).sum()
-    grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
-    return {name for name, g in zip(leaves, grads, strict=True) if g is not None}
+    reached, seen, stack = set(), set(), [loss.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        leaf = getattr(node, "variable", None)
+        if leaf is not None and id(leaf) in names:
+            reached.add(names[id(leaf)])
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return reached
 
 
 def per_example_gradients(
