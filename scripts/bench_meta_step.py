@@ -65,10 +65,11 @@ import torch
 import torch.nn.functional as F
 from opcount import OpCounter
 from torch.func import functional_call
-from torch.nn.modules.batchnorm import _BatchNorm
 
+from l2rw.errors import ConfigError
 from l2rw.meta import l2rw_step, meta_reweight_step, normalize_weights
 from l2rw.meta.passes import math_attention
+from l2rw.meta.per_example import check_separable
 from l2rw.methods.mwnet import WeightNet, mwnet_step
 from l2rw.models import build_model
 from l2rw.tracking.record import device_description
@@ -236,11 +237,13 @@ def steps_for(optimizer: str) -> dict[str, tuple[str, Step]]:
 
 
 def steps_of(setting, optimizer: str) -> dict[str, tuple[str, Step]]:
-    """`steps_for(optimizer)` less the per-example engine's on a model with BatchNorm, which
-    that engine refuses (its batch statistics couple the examples)."""
+    """`steps_for(optimizer)` less the per-example engine's on a model that engine refuses
+    (BatchNorm: its batch statistics couple the examples)."""
     steps = steps_for(optimizer)
     name, _, k, _, _ = setting
-    if any(isinstance(m, _BatchNorm) for m in build_model(name, k).modules()):
+    try:
+        check_separable(build_model(name, k))
+    except ConfigError:
         steps = {step: value for step, value in steps.items() if "per_example" not in step}
     return steps
 
