@@ -13,6 +13,7 @@ from torch import nn
 
 from l2rw.errors import ConfigError
 from l2rw.meta import l2rw_step, l2rw_weights, meta_reweight_grad, meta_reweight_step
+from l2rw.meta.l2rw import cross_entropy_per_example
 from l2rw.meta.per_example import per_example_gradients
 from l2rw.models import build_model
 
@@ -40,9 +41,7 @@ def _setup(opt_name: str, model: nn.Module | None = None):
 
 def test_per_example_gradients_are_each_examples_own():
     model, _, x, y, *_ = _setup("adam")
-    losses, grads = per_example_gradients(
-        model, x, y, lambda out, t: F.cross_entropy(out, t, reduction="none")
-    )
+    losses, grads = per_example_gradients(model, x, y, cross_entropy_per_example)
     assert set(grads) == {n for n, _ in model.named_parameters() if not n.startswith("unused")}
     for i in (0, 5):
         model.zero_grad()
@@ -138,11 +137,10 @@ def test_dropout_draws_each_examples_masks_reproducibly():
     model.body.insert(3, nn.Dropout(0.5))
     clean = [F.cross_entropy(model.eval()(x[i : i + 1]), y[i : i + 1]) for i in range(len(x))]
     model.train()
-    ce = lambda out, t: F.cross_entropy(out, t, reduction="none")  # noqa: E731
     torch.manual_seed(3)
-    losses, grads = per_example_gradients(model, x, y, ce)
+    losses, grads = per_example_gradients(model, x, y, cross_entropy_per_example)
     torch.manual_seed(3)
-    again, grads_again = per_example_gradients(model, x, y, ce)
+    again, grads_again = per_example_gradients(model, x, y, cross_entropy_per_example)
     assert torch.equal(losses, again)
     assert all(torch.equal(grads[n], grads_again[n]) for n in grads)
     assert not torch.allclose(losses, torch.stack(clean).detach())

@@ -28,8 +28,6 @@ dual forward BatchNorm (`l2rw.meta.batchnorm_tangents`), linear layers, LayerNor
 (`l2rw.meta.functional_tangents`) take fused tangents, computed without a graph.
 """
 
-from collections.abc import Callable
-
 import torch
 import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
@@ -44,9 +42,13 @@ from l2rw.meta.optimizer_steps import (
     optimizer_steps,
 )
 from l2rw.meta.passes import batch_statistics, dual_pass, math_attention, train_mode
-from l2rw.meta.per_example import dots, per_example_gradients, set_gradients, weighted_sum
-
-LossFn = Callable[[Tensor, Tensor], Tensor]
+from l2rw.meta.per_example import (
+    LossFn,
+    dots,
+    per_example_gradients,
+    set_gradients,
+    weighted_sum,
+)
 
 
 def cross_entropy_per_example(logits: Tensor, targets: Tensor) -> Tensor:
