@@ -130,9 +130,10 @@ def test_batchnorm_is_refused_with_what_to_do():
         l2rw_weights(model, x, y, xm, ym, engine="per_example")
 
 
-def test_dropout_draws_each_examples_masks_reproducibly():
-    """Under dropout each example draws its own masks (vmap's randomness="different"): the
-    per-example losses are those of masked forwards, and the same seed gives the same step."""
+def test_dropout_masks_the_per_example_losses_reproducibly():
+    """Under dropout the per-example losses are those of masked forwards, and the same seed
+    gives the same gradients. (That each example draws its own masks, vmap's
+    randomness="different", this test does not tell from one mask shared by all.)"""
     model, opt, x, y, _, xm, ym = _setup("adam")
     model.body.insert(3, nn.Dropout(0.5))
     clean = [F.cross_entropy(model.eval()(x[i : i + 1]), y[i : i + 1]) for i in range(len(x))]
