@@ -47,6 +47,15 @@ def interrupt_after_first_checkpoint(tiny_cfg, run_dir, monkeypatch, *overrides)
     assert (run_dir / "checkpoint-train.pt").exists()
 
 
+def test_a_checkpoint_that_recorded_its_engine_still_resumes():
+    """Checkpoints written before `method.engine` became bookkeeping carry it in their setting;
+    it does not count as a difference, a real one still does."""
+    now = {"seed": 0, "method.meta_lr": 100.0}
+    checkpoint_module._refuse_other_setting(Path("c.pt"), {**now, "method.engine": "fast"}, now)
+    with pytest.raises(ConfigError, match="method.meta_lr: 10.0 in the checkpoint, 100.0 now"):
+        checkpoint_module._refuse_other_setting(Path("c.pt"), {**now, "method.meta_lr": 10.0}, now)
+
+
 def test_checkpoint_from_another_config_is_refused_then_force_starts_over(
     tiny_cfg, tmp_path, monkeypatch, caplog
 ):

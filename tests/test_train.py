@@ -307,6 +307,7 @@ def test_cell_leaves_out_seed_and_bookkeeping_only():
         "scale=full",
         "threads=1",
         "device=cuda",
+        "method.engine=per_example",
         "train.progress=false",
         "paths.data_dir=/data",
         "logger.wandb.mode=offline",
@@ -322,6 +323,17 @@ def test_cell_leaves_out_seed_and_bookkeeping_only():
         "optimizer.lr=0.01",
         "seed_offset=1",
     ]
+
+
+def test_the_engine_is_not_part_of_a_runs_setting():
+    """Engines compute the same meta-gradient, so a checkpoint, a record and a cached warm-up
+    made with one serve a run with another; a real setting (the meta lr) still tells them apart."""
+    config = {"seed": 0, "scale": "full", "method": {"engine": "fast", "meta_lr": 100.0}}
+    faster = {**config, "method": {"engine": "per_example", "meta_lr": 100.0}}
+    other = {**config, "method": {"engine": "fast", "meta_lr": 10.0}}
+    assert record_module.setting_of(faster) == record_module.setting_of(config)
+    assert record_module.setting_of(other) != record_module.setting_of(config)
+    assert "method.engine" not in record_module.setting_of(config)
 
 
 def test_run_folder_is_the_cell_plus_seed_and_scale():

@@ -25,8 +25,22 @@ REPLACED_PREFIX = "replaced-"
 SCHEMA_VERSION = 1
 
 # Overrides that say how and where a job runs, not what it computes: never part of its cell.
+# `method.engine` is one of them: every engine computes the same exact meta-gradient (to float
+# rounding, as the device does; tests/test_per_example.py and the engines' reference tests), so
+# a sweep may switch to the faster engine and still resume, skip and share its cells and cached
+# phases.
 BOOKKEEPING_KEYS = frozenset(
-    {"seed", "scale", "threads", "device", "force", "train.progress", "table", "table_name"}
+    {
+        "seed",
+        "scale",
+        "threads",
+        "device",
+        "force",
+        "train.progress",
+        "table",
+        "table_name",
+        "method.engine",
+    }
 )
 BOOKKEEPING_GROUPS = ("paths.", "logger.", "hydra.")
 # Of those, the ones that name a job's folder beside its cell (one folder per seed and scale).
