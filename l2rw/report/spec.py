@@ -215,11 +215,13 @@ def load_spec(table: str, overrides: list[str], output_root: str | None = None) 
     prepare()
     try:
         fixed, swept = _split_sweeps(overrides)
+        base = [f"+table={table}", *fixed]
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            cfg = compose("train", [f"+table={table}", *fixed], return_hydra_config=True)
-        with open_dict(cfg):
-            cfg.hydra.sweeper.params = {**(cfg.hydra.sweeper.params or {}), **swept}
-        return _spec(cfg, table, output_root)
+            cfg = compose("train", base, return_hydra_config=True)
+            with open_dict(cfg):
+                cfg.hydra.sweeper.params = {**(cfg.hydra.sweeper.params or {}), **swept}
+            options = _global_options_composed(cfg, base)
+        return _spec(cfg, table, output_root, options)
     except MissingConfigException as err:
         raise ReportError(f"{str(err).splitlines()[0]}. Check the overrides' spelling.") from None
     except (HydraException, OmegaConfBaseException) as err:
@@ -244,7 +246,26 @@ def _split_sweeps(overrides: list[str]) -> tuple[list[str], dict[str, str]]:
     return fixed, swept
 
 
-def _spec(cfg: DictConfig, table: str, output_root: str | None) -> TableSpec:
+# (group, option) -> the table's config composed with that option of a swept global group.
+ComposedOptions = dict[tuple[str, str], DictConfig]
+
+
+def _global_options_composed(cfg: DictConfig, base: list[str]) -> ComposedOptions:
+    """The table composed with each option of each swept `# @package _global_` group (e.g.
+    `+rbc_switch`), as its sweep's jobs compose it: what an option sets through the table's
+    interpolations (a scale's length) is resolved, not read from the option's file."""
+    composed: ComposedOptions = {}
+    for raw, options in _sweep_params(cfg).items():
+        group = raw.lstrip("+~")
+        for option in options:
+            if _global_option(group, str(option)) is not None:
+                composed[group, str(option)] = compose("train", [*base, f"{raw}={option}"])
+    return composed
+
+
+def _spec(
+    cfg: DictConfig, table: str, output_root: str | None, options: ComposedOptions
+) -> TableSpec:
     if not cfg.table_name:
         raise ReportError(f"conf/table/{table}.yaml sets no table_name, so it has no records.")
     if cfg.scales and cfg.scale not in cfg.scales:
@@ -281,33 +302,47 @@ def _spec(cfg: DictConfig, table: str, output_root: str | None) -> TableSpec:
         stages=tuple((str(label), metric) for label, metric in report.stages.items()),
         figure_rows=tuple(report.figure_rows),
         scale=cfg.scale,
-        expected={k: _expected_values(cfg, k, sweeps) for k in keys},
+        expected={k: _expected_values(cfg, k, sweeps, options) for k in keys},
         expected_seeds=[int(s) for s in seeds] if seeds else list(range(report.seeds)),
         output_root=output_root or cfg.paths.output_root,
         wandb_project=cfg.logger.wandb.project,
         wandb_entity=cfg.logger.wandb.entity,
-        protocol=_protocol(cfg, keys, sweeps),
-        joint=_joint_keys(keys, sweeps),
+        protocol=_protocol(cfg, keys, sweeps, options),
+        joint=_joint_keys(cfg, keys, sweeps, options),
     )
 
 
-def _sets(group: str, options: list[Any], key: str) -> bool:
-    """Whether some option of the swept `# @package _global_` group sets `key`."""
-    return any(global_option_value(group, option, key) is not None for option in options)
+def _config_value(cfg: DictConfig, key: str) -> Any:
+    value = OmegaConf.select(cfg, key)
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
-def _joint_keys(keys: list[str], sweeps: dict[str, list[Any]]) -> tuple[tuple[str, ...], ...]:
+def _set_by(
+    cfg: DictConfig, group: str, options: list[Any], key: str, composed: ComposedOptions
+) -> list[Any] | None:
+    """What each option of the swept `group` makes `key`, when `group` is a global one whose
+    options set it (their values differ from each other or from the table's); else None."""
+    if not options or any((group, str(o)) not in composed for o in options):
+        return None
+    values = [_config_value(composed[group, str(o)], key) for o in options]
+    base = _config_value(cfg, key)
+    return values if any(v != base for v in values) else None
+
+
+def _joint_keys(
+    cfg: DictConfig, keys: list[str], sweeps: dict[str, list[Any]], composed: ComposedOptions
+) -> tuple[tuple[str, ...], ...]:
     """For each swept global group that sets two or more of the table's keys, those keys."""
     joint = []
     for swept, options in sweeps.items():
-        set_here = tuple(k for k in keys if _sets(swept, options, k))
+        set_here = tuple(k for k in keys if _set_by(cfg, swept, options, k, composed) is not None)
         if len(set_here) > 1:
             joint.append(set_here)
     return tuple(joint)
 
 
 def _protocol(
-    cfg: DictConfig, keys: list[str], sweeps: dict[str, list[Any]]
+    cfg: DictConfig, keys: list[str], sweeps: dict[str, list[Any]], composed: ComposedOptions
 ) -> tuple[tuple[str, Any], ...]:
     """The table config's values of the PROTOCOL_KEYS it sets and does not vary (a swept group,
     `selector` or `noise`, may: its options either share the table's value or have none, and a
@@ -315,7 +350,8 @@ def _protocol(
 
     def varied(key: str) -> bool:
         return key in keys or any(
-            key == swept or _sets(swept, options, key) for swept, options in sweeps.items()
+            key == swept or _set_by(cfg, swept, options, key, composed) is not None
+            for swept, options in sweeps.items()
         )
 
     values = ((key, OmegaConf.select(cfg, key)) for key in PROTOCOL_KEYS if not varied(key))
@@ -329,6 +365,11 @@ def protocol_text(values: tuple[tuple[str, Any], ...] | list[tuple[str, Any]]) -
 
 def _sweep_values(cfg: DictConfig) -> dict[str, list[Any]]:
     """The sweeper's parameters, expanded: {"method": ["l2rw", ...], "seed": [0, 1], ...}."""
+    return {key.lstrip("+~"): values for key, values in _sweep_params(cfg).items()}
+
+
+def _sweep_params(cfg: DictConfig) -> dict[str, list[Any]]:
+    """The sweeper's parameters, expanded, under their keys as written (`+rbc_switch`)."""
     params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
     parser = OverridesParser.create()
     out: dict[str, list[Any]] = {}
@@ -342,11 +383,13 @@ def _sweep_values(cfg: DictConfig) -> dict[str, list[Any]]:
             )
         except HydraException:  # interval / tagged sweeps of optimizing sweepers: not a grid
             continue
-        out[override.key_or_group.lstrip("+~")] = values
+        out[key] = values
     return out
 
 
-def _expected_values(cfg: DictConfig, key: str, sweeps: dict[str, list[Any]]) -> list[Any] | None:
+def _expected_values(
+    cfg: DictConfig, key: str, sweeps: dict[str, list[Any]], composed: ComposedOptions
+) -> list[Any] | None:
     """A row / column key's values: swept directly, swept as a group (`method` for
     `method.name`, via each option's `name`), or fixed by the composed config."""
     if key == STAGE:
@@ -358,14 +401,11 @@ def _expected_values(cfg: DictConfig, key: str, sweeps: dict[str, list[Any]]) ->
     group, _, leaf = key.rpartition(".")
     if leaf == "name" and group in sweeps:
         return [_option_name(group, option) for option in sweeps[group]]
-    value = OmegaConf.select(cfg, key)
-    if OmegaConf.is_config(value):
-        value = OmegaConf.to_container(value, resolve=True)
     for swept, options in sweeps.items():
-        if _sets(swept, options, key):  # a swept global group whose options may set `key`
-            values = [global_option_value(swept, option, key) for option in options]
-            fallback = NOT_APPLICABLE if value is None else value
-            return [fallback if v is None else v for v in values]
+        values = _set_by(cfg, swept, options, key, composed)  # a swept global group sets `key`
+        if values is not None:
+            return [NOT_APPLICABLE if v is None else v for v in values]
+    value = _config_value(cfg, key)
     return None if value is None else [value]
 
 
