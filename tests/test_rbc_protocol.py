@@ -15,6 +15,7 @@ from scipy import stats
 import l2rw.methods.loop as loop
 import l2rw.methods.phase_cache as phase_cache
 import l2rw.methods.phase_store as phase_store
+import l2rw.methods.reweighting as reweighting
 import l2rw.methods.selection as selection
 from l2rw.config.validate import validate
 from l2rw.data.noise import noise_process
@@ -305,12 +306,39 @@ def test_batch_scaled_meta_lr_is_meta_lr_times_the_batch(tiny_cfg, tmp_path):
     assert meta_step_size(cfg.method, 64) == 128
 
 
+def test_meta_lr_decays_at_its_milestones_within_each_phase(tiny_cfg, tmp_path, monkeypatch):
+    """`method.meta_milestones` (the authors' meta-lr x 0.1 after epoch 120): the weights' step
+    is meta_lr x meta_gamma^(milestones passed), counted from each phase's own first step."""
+    steps = []
+    real_step = reweighting.meta_reweight_step
+
+    def spy(*args, **kwargs):
+        steps.append(args[7])
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(reweighting, "meta_reweight_step", spy)
+    cfg = toy(
+        tiny_cfg,
+        tmp_path,
+        "train.unit=steps",
+        "train.length=6",
+        "method.meta_milestones=[2,4]",
+        "method.meta_gamma=0.5",
+        "selector.snapshot_every=2",
+    )
+    assert run(cfg, tmp_path / "job").status == "completed"
+    # Stage A trains plainly; the warm-up and one round each take 6 weighted steps.
+    assert steps == [10.0, 10.0, 5.0, 5.0, 2.5, 2.5] * 2
+
+
 @pytest.mark.parametrize(
     "override, key",
     [
         ("selector.round_init=last", "selector.round_init"),
         ("selector.warmup_init=pretrained", "selector.warmup_init"),
         ("method.meta_lr_scale=per_example", "method.meta_lr_scale"),
+        ("method.meta_milestones=[4,2]", "method.meta_milestones"),
+        ("method.meta_gamma=0", "method.meta_gamma"),
     ],
 )
 def test_unknown_switch_values_fail_naming_the_key(tiny_cfg, tmp_path, override, key):
@@ -419,8 +447,9 @@ def test_an_ablations_switches_are_expected_one_at_a_time_not_in_every_combinati
 
     spec = load_spec("rbc_ablation_mnist", ["scale=cpu"])
     cells = spec.expected_cells()
-    assert len(cells) == 4 * 7  # rows x the seven +rbc_switch options
-    reference = ("previous", "scratch", "next", "unit", "epochs", "uniform")
+    assert len(cells) == 4 * 8  # rows x the eight +rbc_switch options
+    reference = ("previous", "scratch", "next", "unit", "epochs", "uniform", 20)
     assert ("rbc", *reference) in cells
-    assert ("rbc", "previous", "plain", "next", "unit", "epochs", "uniform") in cells
-    assert ("rbc", "scratch", "plain", "next", "unit", "epochs", "uniform") not in cells
+    assert ("rbc", "previous", "plain", "next", "unit", "epochs", "uniform", 20) in cells
+    assert ("rbc", "previous", "scratch", "next", "unit", "epochs", "uniform", 40) in cells
+    assert ("rbc", "scratch", "plain", "next", "unit", "epochs", "uniform", 20) not in cells

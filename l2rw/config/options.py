@@ -25,6 +25,15 @@ def choice(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> None:
     require(value in allowed, f"{key}={value!r} is not one of {', '.join(allowed)}.")
 
 
+def check_milestones(cfg: DictConfig, key: str) -> None:
+    """A schedule's milestones (in train.unit): positive and increasing."""
+    values = list(OmegaConf.select(cfg, key) or [])
+    require(
+        values == sorted(values) and all(v > 0 for v in values),
+        f"{key}={values} must be positive and increasing (in train.unit).",
+    )
+
+
 @dataclass
 class MethodConf:
     """A method with no knobs of its own (baseline, weighted, resample)."""

@@ -20,7 +20,7 @@ import logging
 import math
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -33,7 +33,12 @@ from l2rw.data.batches import BalancedStream, EpochStream, steps_per_epoch
 from l2rw.methods.checkpoint import checkpoint_identity
 from l2rw.methods.context import RunContext
 from l2rw.methods.evaluate import evaluate
-from l2rw.methods.optimizers import PhaseSchedule, build_optimizer, phase_schedule
+from l2rw.methods.optimizers import (
+    PhaseSchedule,
+    build_optimizer,
+    meta_rate_schedule,
+    phase_schedule,
+)
 from l2rw.methods.phase_store import PhaseStore
 from l2rw.methods.results import LoopResult
 from l2rw.seeding import AUGMENT, BATCHES, generator
@@ -60,6 +65,8 @@ class Batch:
     # Positions of the batch's examples in the phase's training split.
     index: Tensor
     step: int
+    # The meta learning rate's factor at this step (`Phase.meta_schedule`).
+    meta_factor: float = 1.0
 
 
 class StepRule(Protocol):
@@ -95,6 +102,9 @@ class Phase:
     # Evaluate the model before the first step (a phase that starts from an earlier phase's
     # model) and report it as START_METRICS.
     eval_at_start: bool = False
+    # The meta learning rate's schedule in steps (`meta_rate_schedule`); the loop hands each step
+    # its factor (`Batch.meta_factor`).
+    meta_schedule: PhaseSchedule = field(default_factory=PhaseSchedule)
 
     @property
     def keeps_snapshots(self) -> bool:
@@ -139,6 +149,7 @@ def plan_phase(
         folder=Path(folder or ctx.run_dir),
         total=total,
         schedule=phase_schedule(ctx.cfg, length * unit, unit, method.milestones),
+        meta_schedule=meta_rate_schedule(method, unit),
         batch_size=batch,
         eval_every=train.eval_every * unit,
         checkpoint_every=train.checkpoint_every * unit,
@@ -251,6 +262,7 @@ def train_loop(ctx: RunContext, rule: StepRule, phase: Phase | None = None) -> L
             data.train.y_true[idx],
             idx,
             phase.step_offset + step,
+            phase.meta_schedule.factor(step),
         )
         losses, weights = rule(model, optimizer, batch)
         taken += 1

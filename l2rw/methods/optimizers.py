@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, ListConfig
 
-from l2rw.config.options import OptimizerConf, ScheduleConf, require
+from l2rw.config.options import OptimizerConf, ScheduleConf, check_milestones, require
 from l2rw.registry import Registry
 
 OPTIMIZERS = Registry("optimizer", group="optimizer")
@@ -103,11 +103,7 @@ class MultiStepConf(ScheduleConf):
 
     @staticmethod
     def check(cfg: DictConfig) -> None:
-        ms = list(cfg.schedule.milestones)
-        require(
-            ms == sorted(ms) and all(m > 0 for m in ms),
-            f"schedule.milestones={ms} must be positive and increasing (in train.unit).",
-        )
+        check_milestones(cfg, "schedule.milestones")
 
 
 @dataclass
@@ -169,6 +165,18 @@ def _cosine(schedule: PhaseSchedule, step: int) -> float:
     progress = min((step - schedule.warmup) / span, 1.0)
     return schedule.min_factor + (1.0 - schedule.min_factor) * 0.5 * (
         1.0 + math.cos(math.pi * progress)
+    )
+
+
+def meta_rate_schedule(method: DictConfig, unit: int) -> PhaseSchedule:
+    """The meta learning rate's factor over a phase of `unit` steps per train.unit: times
+    `method.meta_gamma` at each of `method.meta_milestones` (meta re-weighting's; constant for a
+    method without them). Like the model's rate, a pure function of the phase's step, so a
+    resumed phase continues it exactly."""
+    return PhaseSchedule(
+        name="multistep",
+        milestones=[m * unit for m in method.get("meta_milestones") or []],
+        gamma=method.get("meta_gamma", 0.1),
     )
 
 

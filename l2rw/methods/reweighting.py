@@ -7,7 +7,7 @@ one in expectation over batches, and meta re-weighting's, which are mean_i w_i w
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from l2rw.config.options import MethodConf, choice, needs_meta_set, require
+from l2rw.config.options import MethodConf, check_milestones, choice, needs_meta_set, require
 from l2rw.data.batches import META_STREAMS
 from l2rw.meta import l2rw_step, meta_reweight_step, normalize_weights
 from l2rw.meta.l2rw import ENGINES as L2RW_ENGINES
@@ -290,7 +290,7 @@ class MetaReweightRule:
             self.weights[batch.index],
             x_meta,
             y_meta,
-            meta_step_size(m, len(batch.y)),
+            meta_step_size(m, len(batch.y)) * batch.meta_factor,
             engine=m.engine,
             clamp=(m.clamp_min, m.clamp_max),
         )
@@ -332,6 +332,10 @@ class MetaReweightConf(MethodConf):
     # meta_lr * B (dL_meta/dw_i carries the look-ahead's 1/B, so one value moves a weight by
     # the same amount per visit at any batch size).
     meta_lr_scale: str = "none"
+    # meta_lr times meta_gamma at each milestone (in train.unit, counted within each phase): the
+    # RBC authors' code multiplies it by 0.1 after epoch 120 of 200 on MNIST (none by default).
+    meta_milestones: list[int] = field(default_factory=list)
+    meta_gamma: float = 0.1
     clamp_min: float = 0.0
     clamp_max: float = 1.0
     # Initial weights: "uniform" U[0, 1) drawn from the seed (the authors' code; the paper does
@@ -347,6 +351,8 @@ class MetaReweightConf(MethodConf):
         choice(cfg, "method.init", tuple(WEIGHT_INITS))
         choice(cfg, "method.meta_lr_scale", tuple(META_LR_SCALES))
         require(m.meta_lr > 0, f"method.meta_lr={m.meta_lr} must be positive.")
+        check_milestones(cfg, "method.meta_milestones")
+        require(m.meta_gamma > 0, f"method.meta_gamma={m.meta_gamma} must be positive.")
         require(
             0 <= m.clamp_min < m.clamp_max,
             f"method.clamp_min={m.clamp_min} and clamp_max={m.clamp_max} must satisfy "
