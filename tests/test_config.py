@@ -252,3 +252,30 @@ def test_each_pretraining_arm_of_table10_validates(table, arm, noise):
     validate(cfg)
     assert cfg.selector.pretrain == (arm == "with")
     assert (cfg.dataset.clean_size == 0) == (arm == "without")
+
+
+def test_a_swept_global_option_wins_over_its_table_in_the_sweeps_own_order():
+    """A sweep's job composes its swept overrides before the command line's `+table=...`. A
+    global option appended there (`+group=option`) is merged before the table, so a value the
+    table sets too would silently beat the option's: every swept global option must compose to
+    the same config in that order as after the table (`rbc_ablation_mnist` lists its switch in
+    its defaults after `_self_` for this)."""
+    from hydra import compose, initialize_config_dir
+
+    from l2rw.report.spec import _global_option, _sweep_params, table_names
+
+    def resolved(overrides: list[str]) -> dict:
+        return OmegaConf.to_container(compose_cfg(overrides), resolve=True)
+
+    checked = 0
+    for table in table_names():
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("train", [f"+table={table}"], return_hydra_config=True)
+        for raw, options in _sweep_params(cfg).items():
+            for option in options:
+                if _global_option(raw.lstrip("+~"), str(option)) is None:
+                    continue
+                job = [f"{raw}={option}", f"+table={table}"]
+                assert resolved(job) == resolved(job[::-1]), f"{table}: {raw}={option}"
+                checked += 1
+    assert checked >= 8 + 2  # at least rbc_ablation_mnist's switches and Table 10's arms

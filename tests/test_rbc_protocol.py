@@ -447,7 +447,7 @@ def test_an_ablations_switches_are_expected_one_at_a_time_not_in_every_combinati
 
     spec = load_spec("rbc_ablation_mnist", ["scale=cpu"])
     cells = spec.expected_cells()
-    assert len(cells) == 4 * 8  # rows x the eight +rbc_switch options
+    assert len(cells) == 4 * 8  # rows x the eight rbc_switch options
     reference = ("previous", "scratch", "next", "unit", "epochs", "uniform", 20)
     assert ("rbc", *reference) in cells
     assert ("rbc", "previous", "plain", "next", "unit", "epochs", "uniform", 20) in cells

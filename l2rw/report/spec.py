@@ -48,7 +48,7 @@ class TableSpec:
     stages: tuple[tuple[str, str], ...] = ()
     # Rows (without the stage) that per-run figures draw; empty: all.
     figure_rows: tuple[str, ...] = ()
-    # Row / column keys that one swept group sets together (`+rbc_switch`), each a tuple whose
+    # Row / column keys that one swept group sets together (`rbc_switch`), each a tuple whose
     # `expected` lists align option by option.
     joint: tuple[tuple[str, ...], ...] = ()
     # (key, value) of the PROTOCOL_KEYS the table's config sets and neither its rows, columns
@@ -252,7 +252,7 @@ ComposedOptions = dict[tuple[str, str], DictConfig]
 
 def _global_options_composed(cfg: DictConfig, base: list[str]) -> ComposedOptions:
     """The table composed with each option of each swept `# @package _global_` group (e.g.
-    `+rbc_switch`), as its sweep's jobs compose it: what an option sets through the table's
+    `rbc_switch`), as its sweep's jobs compose it: what an option sets through the table's
     interpolations (a scale's length) is resolved, not read from the option's file."""
     composed: ComposedOptions = {}
     for raw, options in _sweep_params(cfg).items():
@@ -369,7 +369,7 @@ def _sweep_values(cfg: DictConfig) -> dict[str, list[Any]]:
 
 
 def _sweep_params(cfg: DictConfig) -> dict[str, list[Any]]:
-    """The sweeper's parameters, expanded, under their keys as written (`+rbc_switch`)."""
+    """The sweeper's parameters, expanded, under their keys as written (`rbc_switch`)."""
     params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
     parser = OverridesParser.create()
     out: dict[str, list[Any]] = {}
