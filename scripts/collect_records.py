@@ -5,7 +5,9 @@ artifacts) from an output root into results/records/<table>/, with machine paths
     python scripts/collect_records.py OUTPUT_ROOT TABLE [--match TEXT] [--artifacts]
 
 The data folder is each record's own `paths.data_dir` (when absolute: a relative one names no
-machine). A record already in results/records for the same job folder is replaced.
+machine). Each job lands in the folder a sweep would give it today (`run_dirname` of its
+overrides), so a job whose folder named an override that has since become bookkeeping
+(`method.engine=...`) joins its cell's other seeds; a record already there is replaced.
 """
 
 import argparse
@@ -14,7 +16,7 @@ import shutil
 from pathlib import Path
 
 from l2rw.report.figures import FEATURES, TOY_BOUNDARY
-from l2rw.tracking.record import RECORD_NAME
+from l2rw.tracking.record import RECORD_NAME, run_dirname
 from l2rw.tracking.sinks import METRICS_NAME
 
 RESULTS = Path(__file__).resolve().parent.parent / "results" / "records"
@@ -35,7 +37,8 @@ def main() -> None:
     outputs = [(str(args.output_root.resolve()), "outputs"), (str(args.output_root), "outputs")]
     jobs = sorted(p.parent for p in (args.output_root / args.table).glob(f"*/{RECORD_NAME}"))
     for job in (j for j in jobs if args.match in j.name):
-        target = RESULTS / args.table / job.name
+        overrides = json.loads((job / RECORD_NAME).read_text())["overrides"]
+        target = RESULTS / args.table / run_dirname(overrides)
         target.mkdir(parents=True, exist_ok=True)
         replacements = outputs + _data_dir(job / RECORD_NAME)
         for name in TEXT_FILES:
