@@ -47,7 +47,7 @@ def interrupt_after_first_checkpoint(tiny_cfg, run_dir, monkeypatch, *overrides)
     assert (run_dir / "checkpoint-train.pt").exists()
 
 
-def test_a_checkpoint_that_recorded_its_engine_still_resumes():
+def test_an_engine_in_a_checkpoints_setting_is_not_a_difference():
     """Checkpoints written before `method.engine` became bookkeeping carry it in their setting;
     it does not count as a difference, a real one still does."""
     now = {"seed": 0, "method.meta_lr": 100.0}
