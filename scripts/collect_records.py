@@ -37,10 +37,10 @@ def main() -> None:
     outputs = [(str(args.output_root.resolve()), "outputs"), (str(args.output_root), "outputs")]
     jobs = sorted(p.parent for p in (args.output_root / args.table).glob(f"*/{RECORD_NAME}"))
     for job in (j for j in jobs if args.match in j.name):
-        overrides = json.loads((job / RECORD_NAME).read_text())["overrides"]
-        target = RESULTS / args.table / run_dirname(overrides)
+        record = json.loads((job / RECORD_NAME).read_text())
+        target = RESULTS / args.table / run_dirname(record["overrides"])
         target.mkdir(parents=True, exist_ok=True)
-        replacements = outputs + _data_dir(job / RECORD_NAME)
+        replacements = outputs + _data_dir(record["config"]["paths"]["data_dir"])
         for name in TEXT_FILES:
             if (job / name).exists():
                 text = (job / name).read_text()
@@ -53,10 +53,9 @@ def main() -> None:
         print(target)
 
 
-def _data_dir(record: Path) -> list[tuple[str, str]]:
+def _data_dir(data_dir: str | None) -> list[tuple[str, str]]:
     """The (path, "DATA_DIR") replacements for the data folder the run read, as given and
     resolved; none when it was relative or unset (a dataset read from its own path)."""
-    data_dir = json.loads(record.read_text())["config"]["paths"]["data_dir"]
     if data_dir is None or not Path(data_dir).is_absolute():
         return []
     return [(str(Path(data_dir).resolve()), "DATA_DIR"), (data_dir, "DATA_DIR")]

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from l2rw.errors import ConfigError
-from l2rw.tracking.record import RUN_DIR_KEYS, git_commit, is_bookkeeping, storage_errors
+from l2rw.tracking.record import git_commit, is_setting_key, storage_errors
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def load_checkpoint(
 
 def _refuse_other_setting(path: Path, saved: dict, setting: dict) -> None:
     # A checkpoint written before a key became bookkeeping (method.engine) still carries it.
-    saved = {k: v for k, v in saved.items() if k in RUN_DIR_KEYS or not is_bookkeeping(k)}
+    saved = {k: v for k, v in saved.items() if is_setting_key(k)}
     keys = sorted(k for k in saved.keys() | setting.keys() if saved.get(k) != setting.get(k))
     if not keys:
         return

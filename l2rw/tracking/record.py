@@ -58,6 +58,12 @@ def is_bookkeeping(key: str) -> bool:
     return key in BOOKKEEPING_KEYS or key.startswith(BOOKKEEPING_GROUPS)
 
 
+def is_setting_key(key: str) -> bool:
+    """Whether a dotted config key belongs in a run's setting: not bookkeeping, but the seed
+    and scale, which a job's result depends on."""
+    return key in RUN_DIR_KEYS or not is_bookkeeping(key)
+
+
 def cell_of(overrides: list[str]) -> list[str]:
     """The overrides that define a table cell: everything but the seed and bookkeeping."""
     return sorted(o for o in overrides if not is_bookkeeping(override_key(o)))
@@ -96,7 +102,7 @@ def setting_of(config: dict[str, Any], ignore: tuple[str, ...] = ()) -> dict[str
             flat[prefix[:-1]] = node
 
     walk({k: v for k, v in config.items() if k not in ignore}, "")
-    return {k: v for k, v in flat.items() if k in RUN_DIR_KEYS or not is_bookkeeping(k)}
+    return {k: v for k, v in flat.items() if is_setting_key(k)}
 
 
 @contextmanager
