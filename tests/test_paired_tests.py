@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.stats
 from test_report_fakes import make_record, write_record
@@ -81,3 +82,47 @@ def test_across_columns_compares_each_column_with_the_reference_within_each_row(
     assert row["p_paired_t"] == pytest.approx(
         scipy.stats.ttest_rel(100 * np.array(low), 100 * np.array(L2RW_ACC)).pvalue
     )
+
+
+def _runs(rows: dict[str, list[float]], column: str) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {"row": row, "column": column, "seed": seed, "value": value}
+            for row, values in rows.items()
+            for seed, value in enumerate(values)
+        ]
+    )
+
+
+def test_with_compares_a_column_of_one_table_with_a_column_of_another_row_by_row(monkeypatch):
+    """`--with`: each table's labels prefixed by its name, rows matched by their labels and
+    seeds; a row only the other table has (kmeans) is not compared; a seed only one table
+    has is left out of the pair."""
+    module = _load_script()
+    ablation = _runs({"random": [70.0, 72.0, 75.0], "gbc": [85.0, 80.0, 90.0]}, "ref")
+    table1 = _runs({"random": [78.0, 77.0], "gbc": [94.0, 95.0], "kmeans": [90.0, 91.0]}, "0.6")
+    frames = {"ablation": (ablation, False), "table1": (table1, False)}
+    monkeypatch.setattr(module, "labelled_runs", lambda name, root, overrides: frames[name])
+    frame = module.paired_table(
+        "ablation", "ablation: ref", "outputs", [], "columns", others=("table1",)
+    )
+    lines = {line["row"]: line for line in frame.to_dict("records")}
+    assert set(lines) == {"random", "gbc"}
+    assert {line["column"] for line in lines.values()} == {"table1: 0.6"}
+    assert lines["random"]["seeds"] == 2
+    assert lines["random"]["mean_diff"] == pytest.approx(((78 - 70) + (77 - 72)) / 2)
+    assert lines["random"]["reference_ahead"] == 0
+    assert lines["gbc"]["p_paired_t"] == pytest.approx(
+        scipy.stats.ttest_rel([94.0, 95.0], [85.0, 80.0]).pvalue
+    )
+
+
+def test_with_refuses_tables_that_disagree_on_error_or_accuracy(monkeypatch):
+    module = _load_script()
+    frames = {
+        "a": (_runs({"random": [70.0]}, "x"), False),
+        "b": (_runs({"random": [30.0]}, "y"), True),
+    }
+    monkeypatch.setattr(module, "labelled_runs", lambda name, root, overrides: frames[name])
+    with pytest.raises(SystemExit, match="report.as_error"):
+        module.paired_table("a", "a: x", "outputs", [], "columns", others=("b",))
