@@ -264,3 +264,26 @@ def test_a_cell_infinite_in_every_seed_is_not_flagged(tmp_path):
     agg = theorem_cell(tmp_path, [(0, "inf"), (1, "inf"), (2, "inf")])
     assert math.isinf(cell(agg, "l2rw", 0.995)["mean"])
     assert "infinite_values" not in kinds(agg)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "columns", "seeds"),
+    [
+        ([], 8, [0, 1, 2, 3, 4]),
+        (["rbc_switch=previous,plain"], 2, [0, 1, 2, 3, 4]),
+        (["rbc_switch=previous", "seed=2"], 1, [2]),
+        (["seed=0,1", "selector=gbc"], 8, [0, 1]),
+    ],
+)
+def test_a_report_expects_the_cells_its_overrides_make_a_sweep_run(overrides, columns, seeds):
+    """As Hydra's basic sweeper does, a command-line value of a key the table sweeps replaces
+    the table's values, swept or not: the report of `seed=2 rbc_switch=previous` expects that
+    one column and seed, as `l2rw.train -m` with the same overrides runs them."""
+    spec = load_spec("rbc_ablation_mnist", ["scale=cpu", *overrides])
+    assert spec.keys[0] == "selector.name"
+    cells = spec.expected_cells()
+    assert len({cell[1:] for cell in cells}) == columns
+    rows = {"gbc"} if "selector=gbc" in overrides else {"warmup", "random", "rbc", "gbc"}
+    assert {cell[0] for cell in cells} == rows
+    assert spec.expected_seeds == seeds
+    assert spec.overrides == tuple(overrides)  # for the provenance's commands; not the scale

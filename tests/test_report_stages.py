@@ -97,3 +97,32 @@ def test_figures_label_runs_as_the_table_labels_their_cells(tmp_path):
     agg = aggregate(records_frame(load_local(tmp_path, spec.name), spec), spec)
     assert agg.cells["column"].tolist() == ["1"]
     assert {r.column for r in figure_runs(spec, agg, load_local(tmp_path, spec.name))} == {"1"}
+
+
+def test_provenance_commands_carry_the_overrides_and_name_table_files(tmp_path):
+    """The commands remake the runs and the report: with the overrides the table was composed
+    with, and, when the runs' table_name is built by the config (own_data's), the file that
+    builds it; a file reporting another file's runs trains with that file."""
+    write_staged(tmp_path)
+    spec = staged_spec()
+    agg = aggregate(records_frame(load_local(tmp_path, spec.name), spec), spec)
+
+    def commands(**changes):
+        items = dict(provenance(fig2_spec(**changes), agg.read, agg.counted, "local", []).items)
+        return items["train command"], items["report command"]
+
+    assert commands() == (
+        "python -m l2rw.train +table=l2rw_fig2 scale=cpu",
+        "python -m l2rw.report +table=l2rw_fig2 scale=cpu",
+    )
+    given = ("dataset=arrays", "noise.rate=0.4,0.6", "dataset.options.path=my data.npz")
+    assert commands(name="own_data-arrays", table="own_data", overrides=given) == (
+        "python -m l2rw.train +table=own_data scale=cpu dataset=arrays noise.rate=0.4,0.6 "
+        "'dataset.options.path=my data.npz'",
+        "python -m l2rw.report +table=own_data scale=cpu dataset=arrays noise.rate=0.4,0.6 "
+        "'dataset.options.path=my data.npz'",
+    )
+    assert commands(name="rbc_table1_mnist", table="rbc_fig4_mnist") == (
+        "python -m l2rw.train +table=rbc_table1_mnist scale=cpu",
+        "python -m l2rw.report +table=rbc_fig4_mnist scale=cpu",
+    )

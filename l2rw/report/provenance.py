@@ -5,13 +5,14 @@ output root, data directories, the working directory and the home directory to p
 """
 
 import os
+import shlex
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 
-from l2rw.report.spec import TableSpec
+from l2rw.report.spec import TableSpec, table_names
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,12 @@ def provenance(
     spec: TableSpec, read: pd.DataFrame, counted: pd.DataFrame, source: str, data_dirs: list[str]
 ) -> Provenance:
     """Facts about the runs read (this table, this scale) and the commands that made them."""
-    report_cmd = f"python -m l2rw.report +table={spec.name} scale={spec.scale}"
+    given = "".join(f" {shlex.quote(o)}" for o in spec.overrides)
+    # The runs' table when it is a table file, else (a name the config builds, as own_data's)
+    # the file reported.
+    runs_table = spec.name if spec.name in table_names() else spec.table
+    train_cmd = f"python -m l2rw.train +table={runs_table} scale={spec.scale}{given}"
+    report_cmd = f"python -m l2rw.report +table={spec.table} scale={spec.scale}{given}"
     if source != "local":
         report_cmd += f" source={source}"
     # A run with stages or selection rounds gives several frame rows: count and time runs once.
@@ -51,7 +57,7 @@ def provenance(
         ("records from", f"{_date(first)} to {_date(last)}"),
         ("total wall time", f"{wall / 3600:.2f} h over the {len(read)} runs read"),
         ("generated", datetime.now(timezone.utc).isoformat(timespec="seconds")),
-        ("train command", f"python -m l2rw.train +table={spec.name} scale={spec.scale}"),
+        ("train command", train_cmd),
         ("report command", report_cmd),
     ]
     return Provenance(items, _replacements(spec.output_root, data_dirs))

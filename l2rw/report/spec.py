@@ -54,6 +54,9 @@ class TableSpec:
     # (key, value) of the PROTOCOL_KEYS the table's config sets and neither its rows, columns
     # nor its sweep vary: the protocol its runs are made under now.
     protocol: tuple[tuple[str, Any], ...] = ()
+    # The config overrides the table was composed with, but the scale (`dataset=arrays`,
+    # `rbc_switch=previous seed=2`): part of the commands that remake its runs and its report.
+    overrides: tuple[str, ...] = ()
 
     def metrics(self) -> list[tuple[str | None, str]]:
         """(stage label, metric) of each frame row one record yields; with the key ROUNDS, the
@@ -219,9 +222,10 @@ def load_spec(table: str, overrides: list[str], output_root: str | None = None) 
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
             cfg = compose("train", base, return_hydra_config=True)
             with open_dict(cfg):
-                cfg.hydra.sweeper.params = {**(cfg.hydra.sweeper.params or {}), **swept}
+                cfg.hydra.sweeper.params = _command_line_sweep(cfg.hydra.sweeper.params, swept)
             options = _global_options_composed(cfg, base)
-        return _spec(cfg, table, output_root, options)
+        given = tuple(o for o in overrides if o.partition("=")[0].lstrip("+~") != "scale")
+        return _spec(cfg, table, output_root, options, given)
     except MissingConfigException as err:
         raise ReportError(f"{str(err).splitlines()[0]}. Check the overrides' spelling.") from None
     except (HydraException, OmegaConfBaseException) as err:
@@ -231,19 +235,35 @@ def load_spec(table: str, overrides: list[str], output_root: str | None = None) 
 
 def _split_sweeps(overrides: list[str]) -> tuple[list[str], dict[str, str]]:
     """The overrides with each sweep (`noise.rate=0.2,0.4`, as the sweep's command line gave it)
-    set to its first value, and the sweeps as sweeper parameters: the report expects the cells
-    of the sweep the command ran."""
+    set to its first value, and every override as a sweeper parameter (key -> its value text):
+    the report expects the cells of the sweep the command ran."""
     parser = OverridesParser.create()
-    fixed, swept = [], {}
+    fixed, params = [], {}
     for text in overrides:
         override = parser.parse_override(text)
+        params[override.get_key_element()] = text.partition("=")[2]
         if not override.is_sweep_override():
             fixed.append(text)
             continue
         first = next(iter(override.sweep_iterator()))
         fixed.append(f"{override.get_key_element()}={first}")
-        swept[override.get_key_element()] = text.partition("=")[2]
-    return fixed, swept
+    return fixed, params
+
+
+def _command_line_sweep(table_params: Any, command_line: dict[str, str]) -> dict[str, Any]:
+    """The sweep a multirun with these command-line overrides runs, as Hydra's basic sweeper
+    builds it: the table's sweeper parameters, each replaced by the command line's value for the
+    same key (`rbc_switch=previous` runs that option alone, `seed=2` that seed), whether swept or
+    not, and the command line's own sweeps added. Keys match without their `+` / `~`."""
+    parser = OverridesParser.create()
+    params = dict(table_params or {})
+    for key, value in command_line.items():
+        written = [k for k in params if k.lstrip("+~") == key.lstrip("+~")]
+        if written or parser.parse_override(f"{key}={value}").is_sweep_override():
+            for k in written:
+                del params[k]
+            params[key] = value
+    return params
 
 
 # (group, option) -> the table's config composed with that option of a swept global group.
@@ -264,7 +284,11 @@ def _global_options_composed(cfg: DictConfig, base: list[str]) -> ComposedOption
 
 
 def _spec(
-    cfg: DictConfig, table: str, output_root: str | None, options: ComposedOptions
+    cfg: DictConfig,
+    table: str,
+    output_root: str | None,
+    options: ComposedOptions,
+    overrides: tuple[str, ...],
 ) -> TableSpec:
     if not cfg.table_name:
         raise ReportError(f"conf/table/{table}.yaml sets no table_name, so it has no records.")
@@ -309,6 +333,7 @@ def _spec(
         wandb_entity=cfg.logger.wandb.entity,
         protocol=_protocol(cfg, keys, sweeps, options),
         joint=_joint_keys(cfg, keys, sweeps, options),
+        overrides=overrides,
     )
 
 
