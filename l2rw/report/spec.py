@@ -217,12 +217,14 @@ def load_spec(table: str, overrides: list[str], output_root: str | None = None) 
         )
     prepare()
     try:
-        fixed, swept = _split_sweeps(overrides)
+        fixed, command_line = _split_sweeps(overrides)
         base = [f"+table={table}", *fixed]
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
             cfg = compose("train", base, return_hydra_config=True)
             with open_dict(cfg):
-                cfg.hydra.sweeper.params = _command_line_sweep(cfg.hydra.sweeper.params, swept)
+                cfg.hydra.sweeper.params = _command_line_sweep(
+                    cfg.hydra.sweeper.params, command_line
+                )
             options = _global_options_composed(cfg, base)
         given = tuple(o for o in overrides if o.partition("=")[0].lstrip("+~") != "scale")
         return _spec(cfg, table, output_root, options, given)
