@@ -217,13 +217,13 @@ def load_spec(table: str, overrides: list[str], output_root: str | None = None) 
         )
     prepare()
     try:
-        fixed, command_line = _split_sweeps(overrides)
+        fixed, command_line, swept = _split_sweeps(overrides)
         base = [f"+table={table}", *fixed]
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
             cfg = compose("train", base, return_hydra_config=True)
             with open_dict(cfg):
                 cfg.hydra.sweeper.params = _command_line_sweep(
-                    cfg.hydra.sweeper.params, command_line
+                    cfg.hydra.sweeper.params, command_line, swept
                 )
             options = _global_options_composed(cfg, base)
         given = tuple(o for o in overrides if o.partition("=")[0].lstrip("+~") != "scale")
@@ -235,12 +235,12 @@ def load_spec(table: str, overrides: list[str], output_root: str | None = None) 
         raise ReportError(f"The config of table '{table}' does not compose: {reason}") from None
 
 
-def _split_sweeps(overrides: list[str]) -> tuple[list[str], dict[str, str]]:
+def _split_sweeps(overrides: list[str]) -> tuple[list[str], dict[str, str], set[str]]:
     """The overrides with each sweep (`noise.rate=0.2,0.4`, as the sweep's command line gave it)
-    set to its first value, and every override as a sweeper parameter (key -> its value text):
-    the report expects the cells of the sweep the command ran."""
+    set to its first value, every override as a sweeper parameter (key -> its value text), and
+    the keys swept: the report expects the cells of the sweep the command ran."""
     parser = OverridesParser.create()
-    fixed, params = [], {}
+    fixed, params, swept = [], {}, set()
     for text in overrides:
         override = parser.parse_override(text)
         params[override.get_key_element()] = text.partition("=")[2]
@@ -249,19 +249,21 @@ def _split_sweeps(overrides: list[str]) -> tuple[list[str], dict[str, str]]:
             continue
         first = next(iter(override.sweep_iterator()))
         fixed.append(f"{override.get_key_element()}={first}")
-    return fixed, params
+        swept.add(override.get_key_element())
+    return fixed, params, swept
 
 
-def _command_line_sweep(table_params: Any, command_line: dict[str, str]) -> dict[str, Any]:
+def _command_line_sweep(
+    table_params: Any, command_line: dict[str, str], swept: set[str]
+) -> dict[str, Any]:
     """The sweep a multirun with these command-line overrides runs, as Hydra's basic sweeper
     builds it: the table's sweeper parameters, each replaced by the command line's value for the
     same key (`rbc_switch=previous` runs that option alone, `seed=2` that seed), whether swept or
     not, and the command line's own sweeps added. Keys match without their `+` / `~`."""
-    parser = OverridesParser.create()
     params = dict(table_params or {})
     for key, value in command_line.items():
         written = [k for k in params if k.lstrip("+~") == key.lstrip("+~")]
-        if written or parser.parse_override(f"{key}={value}").is_sweep_override():
+        if written or key in swept:
             for k in written:
                 del params[k]
             params[key] = value
