@@ -55,7 +55,8 @@ def paired_table(
     """One line per (group, compared label): `across="rows"` compares rows within each column
     (group: the column), `"columns"` columns within each row (group: the row). With `others`,
     those tables' runs join `table`'s, each compared label prefixed by its table's name; groups
-    are matched across tables by their labels."""
+    are matched across tables by their labels. A group without reference runs, and a label
+    without a seed in common with the reference, give no line."""
     group_key, label_key = ("column", "row") if across == "rows" else ("row", "column")
     parts = []
     for name in (table, *others):
@@ -82,6 +83,8 @@ def paired_table(
             if row == reference:
                 continue
             both = group[[reference, row]].dropna()
+            if both.empty:
+                continue
             diff = both[row] - both[reference]
             ahead = diff > 0 if as_error else diff < 0
             p = (

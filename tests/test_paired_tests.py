@@ -117,6 +117,20 @@ def test_with_compares_a_column_of_one_table_with_a_column_of_another_row_by_row
     )
 
 
+def test_a_label_without_a_seed_in_common_with_the_reference_gives_no_line(monkeypatch):
+    """A column run for some rows only (an ablation part-way) is compared where it has runs;
+    rows it lacks give no line rather than a line of NaN."""
+    module = _load_script()
+    ref = _runs({"warmup": [56.0, 50.0, 58.0], "random": [75.0, 71.0, 79.0]}, "ref")
+    plain = _runs({"warmup": [72.0, 53.0, 71.0]}, "plain")
+    frames = {"ablation": (pd.concat([ref, plain], ignore_index=True), False)}
+    monkeypatch.setattr(module, "labelled_runs", lambda name, root, overrides: frames[name])
+    frame = module.paired_table("ablation", "ref", "outputs", [], "columns")
+    assert frame[["row", "column", "seeds"]].to_dict("records") == [
+        {"row": "warmup", "column": "plain", "seeds": 3}
+    ]
+
+
 def test_with_refuses_tables_that_disagree_on_error_or_accuracy(monkeypatch):
     module = _load_script()
     frames = {
