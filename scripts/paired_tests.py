@@ -77,8 +77,6 @@ def paired_table(
         raise SystemExit(f"No {label_key} {reference!r} with completed runs; {label_key}s: {known}")
     out = []
     for column, group in by_seed.groupby(level=group_key, sort=False):
-        if group[reference].isna().all():
-            continue
         for row in group.columns:
             if row == reference:
                 continue
