@@ -109,6 +109,10 @@ def _run_owned(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> RunRecor
         return previous
     if cfg.force:
         _move_aside(run_dir)
+        previous = None
+    # A launch that resumes an unfinished run adds to its time and keeps its start: the record
+    # says what the cell cost over all its launches, not the last one's share.
+    earlier_s = (previous.wall_time_s or 0.0) if previous else 0.0
     started = time.time()
     record = RunRecord(
         config=OmegaConf.to_container(cfg, resolve=False),  # type: ignore[arg-type]
@@ -119,7 +123,8 @@ def _run_owned(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> RunRecor
         seed=cfg.seed,
         method=cfg.method.name,
         git_commit=git_commit(),
-        started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        started_at=(previous and previous.started_at)
+        or datetime.now(timezone.utc).isoformat(timespec="seconds"),
         environment=environment(),
         output_dir=str(run_dir),
     )
@@ -137,7 +142,7 @@ def _run_owned(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> RunRecor
         record.error = f"{type(err).__name__}: {err}"
         raise
     finally:
-        record.wall_time_s = round(time.time() - started, 3)
+        record.wall_time_s = round(earlier_s + time.time() - started, 3)
         record.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         try:
             write_record(run_dir, record)

@@ -163,6 +163,9 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_cfg, tmp_path, monkeypa
     assert not list((tmp_path / "resumed").glob("checkpoint-train.pt*"))
     for key in ("test_acc", "test_loss", "train_loss", "test_acc_es", "best_step"):
         assert resumed.metrics[key] == straight.metrics[key], key
+    # The record's time and start are the run's over both launches, not the last one's.
+    assert resumed.started_at == partial["started_at"]
+    assert resumed.wall_time_s > partial["wall_time_s"] > 0
     assert resumed.weights_hist == straight.weights_hist
     straight_log = (tmp_path / "straight" / "metrics.jsonl").read_text()
     assert (tmp_path / "resumed" / "metrics.jsonl").read_text() == straight_log
@@ -183,12 +186,18 @@ def test_completed_job_is_skipped_unless_forced(tiny_cfg, tmp_path, caplog):
     assert (tmp_path / "result.json").read_bytes() == first_record
 
     caplog.clear()
+    slow = {**json.loads(first_record), "status": "failed", "wall_time_s": 1e6}
+    slow["started_at"] = "2000-01-01T00:00:00+00:00"
+    (tmp_path / "result.json").write_text(json.dumps(slow))
     forced = run(tiny_cfg("force=true"), tmp_path)
     # Trained again from step 0, the earlier record and metrics moved aside, not deleted.
     assert phase_launches(caplog.text) == [("train", 0, 12, 12)]
     assert forced.status == "completed"
     (aside,) = tmp_path.glob(f"{record_module.REPLACED_PREFIX}*")
-    assert (aside / "result.json").read_bytes() == first_record
+    assert json.loads((aside / "result.json").read_text()) == slow
+    # Started over: neither the time nor the start of the run it replaced carry over.
+    assert forced.wall_time_s < 1e6
+    assert forced.started_at != slow["started_at"]
     assert (aside / "metrics.jsonl").read_text() == first_log
     assert json.loads((tmp_path / "result.json").read_text()) == json.loads(
         json.dumps(forced.to_dict())

@@ -181,6 +181,8 @@ class RunRecord:
     data: dict[str, Any] = field(default_factory=dict)
     git_commit: str | None = None
     device: str | None = None
+    # Seconds over all the launches of the run: a resumed run adds its interrupted launches'
+    # time (and keeps their `started_at`); force=true starts both over.
     wall_time_s: float | None = None
     wandb_run_id: str | None = None
     started_at: str | None = None
