@@ -186,8 +186,12 @@ def test_completed_job_is_skipped_unless_forced(tiny_cfg, tmp_path, caplog):
     assert (tmp_path / "result.json").read_bytes() == first_record
 
     caplog.clear()
-    slow = {**json.loads(first_record), "status": "failed", "wall_time_s": 1e6}
-    slow["started_at"] = "2000-01-01T00:00:00+00:00"
+    # The completed record says it took long and began long ago, to see that neither carries.
+    slow = {
+        **json.loads(first_record),
+        "wall_time_s": 1e6,
+        "started_at": "2000-01-01T00:00:00+00:00",
+    }
     (tmp_path / "result.json").write_text(json.dumps(slow))
     forced = run(tiny_cfg("force=true"), tmp_path)
     # Trained again from step 0, the earlier record and metrics moved aside, not deleted.
