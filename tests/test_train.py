@@ -151,6 +151,9 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_cfg, tmp_path, monkeypa
     partial = json.loads((tmp_path / "resumed" / "result.json").read_text())
     assert partial["status"] == "failed"
     assert (tmp_path / "resumed" / "checkpoint-train.pt").exists()
+    # The interrupted launch began long ago (both launches here fall in the same second).
+    partial["started_at"] = "2000-01-01T00:00:00+00:00"
+    (tmp_path / "resumed" / "result.json").write_text(json.dumps(partial))
     monkeypatch.setattr(phase_store, "save_checkpoint", real_save)
 
     caplog.clear()
@@ -192,13 +195,14 @@ def test_completed_job_is_skipped_unless_forced(tiny_cfg, tmp_path, caplog):
         "wall_time_s": 1e6,
         "started_at": "2000-01-01T00:00:00+00:00",
     }
-    (tmp_path / "result.json").write_text(json.dumps(slow))
+    slow_record = json.dumps(slow).encode()
+    (tmp_path / "result.json").write_bytes(slow_record)
     forced = run(tiny_cfg("force=true"), tmp_path)
     # Trained again from step 0, the earlier record and metrics moved aside, not deleted.
     assert phase_launches(caplog.text) == [("train", 0, 12, 12)]
     assert forced.status == "completed"
     (aside,) = tmp_path.glob(f"{record_module.REPLACED_PREFIX}*")
-    assert json.loads((aside / "result.json").read_text()) == slow
+    assert (aside / "result.json").read_bytes() == slow_record
     # Started over: neither the time nor the start of the run it replaced carry over.
     assert forced.wall_time_s < 1e6
     assert forced.started_at != slow["started_at"]
